@@ -1,0 +1,101 @@
+"""The MuJoCo simulator behind the world-model interface: the yardstick, never a planner's input.
+
+Its state is a batch of exact MuJoCo states (``envs.mujoco_base.get_sim_state``
+vectors). ``rollout`` steps a whole batch of action sequences through
+``mujoco.rollout`` (C, multithreaded); ``step`` replays one env step per batch
+element exactly as the env does. Rewards come from the task's own
+``reward_from_sensors``, so oracle returns equal real-env returns.
+"""
+from __future__ import annotations
+
+import mujoco
+import mujoco.rollout
+import numpy as np
+import torch
+
+from embodied.models.base import State, WorldModel, repeat_state
+from envs.mujoco_base import STATE_SPEC, check_action, get_sim_state, set_sim_state
+
+
+class MujocoOracle(WorldModel):
+    """World model whose state is the true simulator state of a task env."""
+
+    is_oracle = True
+
+    def __init__(self, env, n_threads: int = 2):
+        super().__init__()
+        self.env = env
+        self.task = env.task_name
+        self.model = env.model
+        self.action_dim = env.action_space.shape[0]
+        self.frame_skip = env.frame_skip
+        self._data = [mujoco.MjData(self.model) for _ in range(n_threads)]
+        self._scratch = mujoco.MjData(self.model)
+        self._nphys = mujoco.mj_stateSize(self.model, STATE_SPEC)
+        self._rollout = mujoco.rollout.Rollout(nthread=n_threads) if hasattr(mujoco.rollout, "Rollout") else None
+
+    def state_from_env(self, env=None) -> State:
+        """The oracle state of a live env (batch 1)."""
+        env = env or self.env
+        return {"sim": torch.from_numpy(env.get_state())[None]}
+
+    def encode(self, frames, actions, proprio=None) -> State:
+        raise TypeError("the MuJoCo oracle cannot be encoded from frames: use state_from_env(env)")
+
+    def _sensordata(self, sim: np.ndarray) -> np.ndarray:
+        out = np.empty((sim.shape[0], self.model.nsensordata))
+        for i, s in enumerate(sim):
+            set_sim_state(self.model, self._scratch, s)
+            out[i] = self._scratch.sensordata
+        return out
+
+    def step(self, state: State, action: torch.Tensor) -> State:
+        sim = state["sim"].numpy()
+        action = action.detach().cpu().numpy().reshape(sim.shape[0], -1)
+        out = np.empty_like(sim)
+        for i in range(sim.shape[0]):
+            steps = set_sim_state(self.model, self._scratch, sim[i])
+            self._scratch.ctrl[:] = check_action(action[i], self.env.action_space)
+            mujoco.mj_step(self.model, self._scratch, nstep=self.frame_skip)
+            out[i] = get_sim_state(self.model, self._scratch, steps + 1)
+        return {"sim": torch.from_numpy(out)}
+
+    def reward(self, state: State) -> torch.Tensor:
+        reward, _ = self.env.reward_from_sensors(self._sensordata(state["sim"].numpy()))
+        return torch.as_tensor(reward, dtype=torch.float32)
+
+    def success(self, state: State) -> torch.Tensor:
+        _, success = self.env.reward_from_sensors(self._sensordata(state["sim"].numpy()))
+        return torch.as_tensor(success)
+
+    def decode(self, state: State) -> torch.Tensor:
+        frames = []
+        for s in state["sim"].numpy():
+            set_sim_state(self.model, self._scratch, s)
+            frames.append(self.env.render_data(self._scratch))
+        return torch.from_numpy(np.stack(frames))
+
+    def goal_distance(self, state: State, goal: State) -> torch.Tensor:
+        a = self._sensordata(state["sim"].numpy())
+        b = self._sensordata(repeat_state(goal, state["sim"].shape[0])["sim"].numpy())
+        return torch.as_tensor(np.linalg.norm(a - b, axis=-1), dtype=torch.float32)
+
+    @torch.no_grad()
+    def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """All sequences in one ``mujoco.rollout`` call; rewards read from sensors after each env step."""
+        n, horizon, _ = actions.shape
+        sim = repeat_state(state, n)["sim"].numpy()
+        acts = np.clip(actions.detach().cpu().numpy().astype(np.float64), -1.0, 1.0)
+        control = np.repeat(acts, self.frame_skip, axis=1)
+        nv = self.model.nv
+        kwargs = dict(initial_warmstart=sim[:, self._nphys:self._nphys + nv])
+        if self._rollout is not None:
+            states, sensors = self._rollout.rollout(self.model, self._data, sim[:, :self._nphys], control, **kwargs)
+        else:
+            states, sensors = mujoco.rollout.rollout(self.model, self._data, sim[:, :self._nphys], control, **kwargs)
+        per_step = sensors[:, self.frame_skip - 1::self.frame_skip]
+        reward, _ = self.env.reward_from_sensors(per_step)
+        last = states[:, -1]
+        # mujoco.rollout does not return the final warm start; the next replan starts from a real env state anyway
+        final = np.concatenate([last, np.zeros((n, nv)), sim[:, -1:] + horizon], axis=1)
+        return {"sim": torch.from_numpy(final)}, torch.as_tensor(reward, dtype=torch.float32)

@@ -1,0 +1,227 @@
+"""Shared machinery of the MuJoCo ground-truth tasks.
+
+A task is an MJCF file plus a small subclass of :class:`MujocoTaskEnv` that says
+how to reset it and how to score a state. Everything a validation probe or an
+oracle planner needs lives here:
+
+* fast offscreen rendering (no shadows, reflections or multisampling; flat
+  colours so objects can be found in a frame by their colour),
+* ``get_state`` / ``set_state``: the exact MuJoCo state round trip,
+* ``info["objects"]``: world positions of every scored object, read from
+  ``framepos`` sensors named ``<object>_pos``,
+* ``reward_from_sensors``: the reward as a vectorised function of sensor data,
+  so the env and the batched MuJoCo oracle score states the same way.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+ASSETS = Path(__file__).parent / "tasks" / "assets"
+STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """A scored object: its name, flat render colour and whether the agent drives it."""
+
+    name: str
+    rgb: tuple[int, int, int]
+    actuated: bool = False
+
+
+def check_action(action, space: gym.spaces.Box) -> np.ndarray:
+    """Validate an action: right shape and finite. Out-of-range values are clipped."""
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != space.shape:
+        raise ValueError(f"action has shape {a.shape}, expected {space.shape}: pass one value per actuator")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action {a.tolist()} contains NaN or inf: actions must be finite numbers in [-1, 1]")
+    return np.clip(a, space.low, space.high)
+
+
+def sim_state_size(model: mujoco.MjModel) -> int:
+    """Length of a :func:`get_sim_state` vector."""
+    return mujoco.mj_stateSize(model, STATE_SPEC) + model.nv + 1
+
+
+def get_sim_state(model: mujoco.MjModel, data: mujoco.MjData, steps: int = 0) -> np.ndarray:
+    """[full physics state | qacc_warmstart | step counter]: all that determines what happens next."""
+    state = np.empty(mujoco.mj_stateSize(model, STATE_SPEC))
+    mujoco.mj_getState(model, data, state, STATE_SPEC)
+    return np.concatenate([state, data.qacc_warmstart, [steps]])
+
+
+def set_sim_state(model: mujoco.MjModel, data: mujoco.MjData, state, name: str = "") -> int:
+    """Inverse of :func:`get_sim_state`; returns the step counter."""
+    state = np.asarray(state, dtype=np.float64)
+    n = mujoco.mj_stateSize(model, STATE_SPEC)
+    if state.shape != (n + model.nv + 1,):
+        raise ValueError(f"state has shape {state.shape}, expected ({n + model.nv + 1},) for task {name or 'this model'}: "
+                         "pass a vector from get_state() of the same task")
+    mujoco.mj_setState(model, data, state[:n], STATE_SPEC)
+    data.qacc_warmstart[:] = state[n:n + model.nv]
+    mujoco.mj_forward(model, data)
+    data.qacc_warmstart[:] = state[n:n + model.nv]
+    return int(state[-1])
+
+
+class MujocoRenderer:
+    """Offscreen renderer of one named camera with shadows and reflections off."""
+
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, camera: str | int | mujoco.MjvCamera):
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        self._renderer = mujoco.Renderer(model, height, width)
+        self.camera = camera
+
+    def render(self, data: mujoco.MjData) -> np.ndarray:
+        self._renderer.update_scene(data, camera=self.camera)
+        flags = self._renderer.scene.flags
+        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        self._renderer.close()
+
+
+class MujocoTaskEnv(gym.Env):
+    """Base class of the planar tabletop tasks (Reach, Push, Occlusion).
+
+    Subclasses set the class attributes and implement ``_reset_task``,
+    ``reward_from_sensors`` and ``proprio``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    task_name: str = ""
+    xml_file: str = ""
+    frame_skip: int = 5
+    max_episode_steps: int = 50
+    objects: tuple[ObjectSpec, ...] = ()
+    camera: str = "top"
+    view_extent: float = 0.6  # metres seen across the orthographic top camera
+
+    def __init__(self, obs_type: str = "pixels", render_mode: str | None = "rgb_array",
+                 width: int = 64, height: int = 64):
+        if obs_type not in ("pixels", "state", "pixels_proprio"):
+            raise ValueError(f"obs_type={obs_type!r} is not one of 'pixels', 'state', 'pixels_proprio'")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported: use 'rgb_array'")
+        self.obs_type, self.render_mode = obs_type, render_mode
+        self.width, self.height = int(width), int(height)
+        self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.xml_file))
+        self.data = mujoco.MjData(self.model)
+        self._renderer: MujocoRenderer | None = None
+        self._steps = 0
+        n_act = self.model.nu
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+        mujoco.mj_forward(self.model, self.data)
+        pixels = gym.spaces.Box(0, 255, (self.height, self.width, 3), np.uint8)
+        proprio = gym.spaces.Box(-np.inf, np.inf, self.proprio().shape, np.float32)
+        state = gym.spaces.Box(-np.inf, np.inf, self._state_obs().shape, np.float32)
+        self.observation_space = {"pixels": pixels, "state": state,
+                                  "pixels_proprio": gym.spaces.Dict({"pixels": pixels, "proprio": proprio})}[obs_type]
+        self.proprio_space = proprio
+        self._sensor_slices = {
+            self.model.sensor(i).name: slice(self.model.sensor_adr[i], self.model.sensor_adr[i] + self.model.sensor_dim[i])
+            for i in range(self.model.nsensor)
+        }
+
+    # ---- task-specific hooks -------------------------------------------------
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        """Place the robot and objects for a new episode (writes self.data.qpos)."""
+        raise NotImplementedError
+
+    def reward_from_sensors(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reward and success for sensor data of shape (..., nsensordata), vectorised."""
+        raise NotImplementedError
+
+    def proprio(self) -> np.ndarray:
+        """The robot's own joint positions and velocities (never object positions)."""
+        raise NotImplementedError
+
+    # ---- helpers ---------------------------------------------------------------
+    def sensor(self, sensordata: np.ndarray, name: str) -> np.ndarray:
+        """The named sensor's values from a (..., nsensordata) array."""
+        return sensordata[..., self._sensor_slices[name]]
+
+    def object_positions(self) -> dict[str, np.ndarray]:
+        """World xyz of each scored object."""
+        return {o.name: self.sensor(self.data.sensordata, f"{o.name}_pos").copy() for o in self.objects}
+
+    def world_to_pixel(self, xyz) -> np.ndarray:
+        """(col, row) pixel coordinates of world points seen by the top camera."""
+        xyz = np.asarray(xyz, dtype=np.float64)
+        scale = self.height / self.view_extent
+        col = (self.width - 1) / 2 + xyz[..., 0] * scale
+        row = (self.height - 1) / 2 - xyz[..., 1] * scale
+        return np.stack([col, row], axis=-1)
+
+    def _state_obs(self) -> np.ndarray:
+        return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float32)
+
+    def _obs(self):
+        if self.obs_type == "state":
+            return self._state_obs()
+        pixels = self.render_frame()
+        if self.obs_type == "pixels":
+            return pixels
+        return {"pixels": pixels, "proprio": self.proprio().astype(np.float32)}
+
+    def _info(self) -> dict:
+        reward, success = self.reward_from_sensors(self.data.sensordata)
+        return {"objects": self.object_positions(), "is_success": bool(success),
+                "proprio": self.proprio().astype(np.float32)}
+
+    # ---- gymnasium API ---------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self._reset_task(self.np_random)
+        mujoco.mj_forward(self.model, self.data)
+        self._steps = 0
+        return self._obs(), self._info()
+
+    def step(self, action):
+        a = check_action(action, self.action_space)
+        self.data.ctrl[:] = a
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        self._steps += 1
+        reward, success = self.reward_from_sensors(self.data.sensordata)
+        truncated = self._steps >= self.max_episode_steps
+        return self._obs(), float(reward), False, bool(truncated), self._info()
+
+    def render_frame(self) -> np.ndarray:
+        """The current camera image, uint8 (H, W, 3)."""
+        return self.render_data(self.data)
+
+    def render_data(self, data: mujoco.MjData) -> np.ndarray:
+        """The camera image of any MjData of this env's model (used by the oracle)."""
+        if self._renderer is None:
+            self._renderer = MujocoRenderer(self.model, self.height, self.width, self.camera)
+        return self._renderer.render(data)
+
+    def render(self):
+        return self.render_frame() if self.render_mode == "rgb_array" else None
+
+    def get_state(self) -> np.ndarray:
+        """Physics state, solver warm start and episode step counter, as one float64 vector."""
+        return get_sim_state(self.model, self.data, self._steps)
+
+    def set_state(self, state) -> None:
+        """Restore a state from :meth:`get_state` exactly (replays are bit for bit)."""
+        self._steps = set_sim_state(self.model, self.data, state, self.task_name)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,49 @@
+"""Occlusion: a ball rolls under an opaque occluder and out the other side.
+
+The persistence test bed: the ball is hidden for several steps while it keeps
+moving; a yellow box stands still unless something pushes it; the agent drives
+a pusher whose reward is to stay close to the ball.
+"""
+import numpy as np
+
+from envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+
+SUCCESS_RADIUS = 0.08
+OCCLUDER_HALF_WIDTH = 0.09
+
+
+class OcclusionEnv(MujocoTaskEnv):
+    task_name = "occlusion"
+    xml_file = "occlusion.xml"
+    max_episode_steps = 60
+    objects = (ObjectSpec("pusher", (25, 76, 255), actuated=True), ObjectSpec("ball", (229, 0, 0)),
+               ObjectSpec("still", (242, 216, 0)))
+
+    def _reset_task(self, rng):
+        side = rng.choice([-1.0, 1.0])
+        ball = np.array([side * rng.uniform(0.17, 0.24), rng.uniform(-0.2, 0.2)])
+        ball_vel = np.array([-side * rng.uniform(0.3, 0.5), rng.uniform(-0.1, 0.1)])
+        while True:
+            still = rng.uniform(-0.22, 0.22, size=2)
+            if abs(still[1] - ball[1]) > 0.1:
+                break
+        while True:
+            pusher = rng.uniform(-0.25, 0.25, size=2)
+            if np.linalg.norm(pusher - ball) > 0.12 and np.linalg.norm(pusher - still) > 0.1:
+                break
+        self.data.qpos[:] = np.concatenate([ball, still, pusher])
+        self.data.qvel[0:2] = ball_vel
+
+    def reward_from_sensors(self, sensordata):
+        pusher = self.sensor(sensordata, "pusher_pos")[..., :2]
+        ball = self.sensor(sensordata, "ball_pos")[..., :2]
+        dist = np.linalg.norm(pusher - ball, axis=-1)
+        return -dist, dist < SUCCESS_RADIUS
+
+    def proprio(self):
+        return np.concatenate([self.data.qpos[4:6], self.data.qvel[4:6]])
+
+    @staticmethod
+    def is_hidden(xy) -> np.ndarray:
+        """Whether a ball at world xy is wholly under the occluder."""
+        return np.abs(np.asarray(xy)[..., 0]) < OCCLUDER_HALF_WIDTH - 0.035
