@@ -104,7 +104,7 @@ class MujocoTaskEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     task_name: str = ""
     xml_file: str = ""
-    frame_skip: int = 5
+    frame_skip: int = 10
     max_episode_steps: int = 50
     objects: tuple[ObjectSpec, ...] = ()
     camera: str = "top"

@@ -17,7 +17,7 @@ def _sample_apart(rng, low, high, others, min_dist):
 class PushEnv(MujocoTaskEnv):
     task_name = "push"
     xml_file = "push.xml"
-    max_episode_steps = 80
+    max_episode_steps = 60
     objects = (ObjectSpec("pusher", (25, 76, 255), actuated=True), ObjectSpec("block", (229, 0, 0)),
                ObjectSpec("goal", (0, 204, 0)))
 

@@ -1,0 +1,47 @@
+"""The `embodied` command. Each subcommand lives beside the code it runs.
+
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
+this file only lists them. Bad input (``UserError``, ``ValueError``,
+``FileNotFoundError``) is reported as one line, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import embodied  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
+
+SUBCOMMANDS = {
+    "collect": ("embodied.collect", "collect MuJoCo episodes into a dataset"),
+    "demo": ("embodied.demo", "collect, train, plan, validate and report on the default task"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only the chosen subcommand's module is imported (fast start-up)."""
+    parser = argparse.ArgumentParser(prog="embodied", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"embodied {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"embodied {args.command}: interrupted; completed work is saved and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Episode datasets: one safetensors file per episode, a JSON manifest, a window sampler.
+
+Layout of a dataset folder::
+
+    manifest.json                    task, spaces, counts, policies, one row per episode
+    episodes/ep_000042.safetensors   one episode (the number is its reset seed)
+
+Keys of an episode file (LeRobot-style names; T steps, T+1 frames):
+
+    observation.image  (T+1, H, W, 3) uint8   camera frames
+    observation.state  (T+1, P) float32        proprioception (robot joints only)
+    action             (T, A) float32          action taken after frame t
+    reward             (T,) float32            reward on arriving at frame t+1
+    terminated         (T,) uint8
+    sim_state          (T+1, S) float64        exact MuJoCo state (validation only)
+    objects.<name>     (T+1, 3) float64        world position of each scored object
+
+The header metadata holds task, seed, policy, length and a CRC32 of the data,
+so a truncated or corrupted file is caught on load. safetensors was chosen
+over HDF5/Minari/npz: no pickle, memory-mappable, readable from numpy, torch
+and Rust, and dependency-light (Minari's writer pulls jax).
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save
+
+from embodied.errors import UserError
+
+FORMAT = "embodied-episodes/1"
+EPISODE_GLOB = "ep_*.safetensors"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write a file so a reader never sees it half written (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Atomically write obj as indented JSON."""
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _crc(arrays: dict[str, np.ndarray]) -> str:
+    crc = 0
+    for key in sorted(arrays):
+        crc = zlib.crc32(np.ascontiguousarray(arrays[key]).view(np.uint8).reshape(-1), crc)
+    return f"{crc:08x}"
+
+
+def write_episode(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Atomically write one episode with its metadata and checksum."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    header = {k: str(v) for k, v in meta.items()} | {"crc32": _crc(arrays), "format": FORMAT}
+    atomic_write_bytes(path, save(arrays, metadata=header))
+
+
+def read_episode_meta(path: Path) -> dict:
+    """Header metadata of an episode file, without reading its arrays."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises several types for bad headers
+        raise UserError(f"{path}: not a readable episode file ({err}); delete it and re-run `embodied collect`") from None
+
+
+def read_episode(path: Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """All arrays and the metadata of one episode; checks the CRC unless verify=False."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise UserError(f"{path}: truncated or corrupt episode file ({err}); delete it and re-run `embodied collect`") from None
+    if verify and meta.get("crc32") != _crc(arrays):
+        raise UserError(f"{path}: checksum mismatch, the file is corrupt; delete it and re-run `embodied collect`")
+    return arrays, meta
+
+
+def episode_files(root: Path) -> list[Path]:
+    """Episode files of a dataset, sorted by seed."""
+    return sorted((Path(root) / "episodes").glob(EPISODE_GLOB))
+
+
+def is_heldout(seed: int, fraction: float = 0.1) -> bool:
+    """Stable train/held-out split by episode seed: adding episodes never moves old ones."""
+    return (seed * 2654435761 % 2**32) / 2**32 < fraction
+
+
+def build_manifest(root: Path, spec: dict) -> dict:
+    """The manifest of a dataset folder, rebuilt from its episode headers."""
+    rows = []
+    for path in episode_files(root):
+        meta = read_episode_meta(path)
+        rows.append({"file": f"episodes/{path.name}", "seed": int(meta["seed"]), "policy": meta.get("policy", ""),
+                     "length": int(meta["length"]), "success": meta.get("success") == "True"})
+    policies: dict[str, int] = {}
+    for r in rows:
+        kind = r["policy"].split("(")[0]
+        policies[kind] = policies.get(kind, 0) + 1
+    return {**spec, "format": FORMAT, "episodes_total": len(rows), "steps_total": sum(r["length"] for r in rows),
+            "success_rate": float(np.mean([r["success"] for r in rows])) if rows else 0.0,
+            "policies": policies, "episodes": rows}
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a dataset folder, with one-line errors for missing or broken ones."""
+    root = Path(root)
+    path = root / "manifest.json"
+    if not root.is_dir():
+        raise UserError(f"{root}: no such dataset folder; create one with `embodied collect --out {root}`")
+    if not path.exists():
+        raise UserError(f"{root}: no manifest.json, this is not a dataset folder (or it is empty); "
+                        f"run `embodied collect --out {root}`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: corrupt manifest ({err}); re-run `embodied collect --out {root}` to rebuild it") from None
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    return manifest
+
+
+@dataclass
+class Episode:
+    """One loaded episode as torch tensors."""
+
+    seed: int
+    frames: torch.Tensor     # (T+1, H, W, 3) uint8
+    proprio: torch.Tensor    # (T+1, P) float32
+    actions: torch.Tensor    # (T, A) float32
+    rewards: torch.Tensor    # (T,) float32
+    sim_states: np.ndarray   # (T+1, S) float64
+    objects: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return self.actions.shape[0]
+
+
+class Dataset:
+    """An episode dataset held in memory, split by seed into train and held-out episodes."""
+
+    def __init__(self, root: Path, task: str | None = None, heldout_fraction: float = 0.1,
+                 max_episodes: int | None = None):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if task is not None and self.manifest["task"] != task:
+            raise UserError(f"{self.root}: dataset is for task {self.manifest['task']!r}, not {task!r}; "
+                            f"collect one with `embodied collect --task {task}`")
+        rows = self.manifest["episodes"]
+        if not rows:
+            raise UserError(f"{self.root}: dataset has no episodes; run `embodied collect --out {self.root}`")
+        if max_episodes:
+            rows = rows[:max_episodes]
+        self.episodes = [self._load(self.root / r["file"]) for r in rows]
+        self.train = [e for e in self.episodes if not is_heldout(e.seed, heldout_fraction)]
+        self.heldout = [e for e in self.episodes if is_heldout(e.seed, heldout_fraction)]
+        if not self.heldout:  # tiny datasets: keep at least one held-out episode
+            self.heldout = self.train[-1:]
+            self.train = self.train[:-1] or self.heldout
+
+    def _load(self, path: Path) -> Episode:
+        if not path.exists():
+            raise UserError(f"{path}: listed in manifest.json but missing; re-run `embodied collect --out {self.root}`")
+        a, meta = read_episode(path)
+        if meta.get("task") != self.manifest["task"]:
+            raise UserError(f"{path}: episode is for task {meta.get('task')!r}, dataset is {self.manifest['task']!r}")
+        return Episode(seed=int(meta["seed"]), frames=torch.from_numpy(a["observation.image"]),
+                       proprio=torch.from_numpy(a["observation.state"]), actions=torch.from_numpy(a["action"]),
+                       rewards=torch.from_numpy(a["reward"]), sim_states=a["sim_state"],
+                       objects={k.split(".", 1)[1]: v for k, v in a.items() if k.startswith("objects.")})
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    def split(self, name: str) -> list[Episode]:
+        """'train' or 'heldout' episodes."""
+        if name not in ("train", "heldout"):
+            raise ValueError(f"split {name!r} is not 'train' or 'heldout'")
+        return self.train if name == "train" else self.heldout
+
+
+class WindowSampler:
+    """Random (B, T) windows from a list of episodes, optionally one shard per distributed rank.
+
+    A window holds T frames and proprio readings, the T-1 actions between them
+    and the T-1 rewards of arriving at frames 1..T-1.
+    """
+
+    def __init__(self, episodes: list[Episode], length: int, rank: int = 0, world_size: int = 1):
+        shard = episodes[rank::world_size] or episodes
+        self.episodes = [e for e in shard if len(e) >= length - 1]
+        if not self.episodes:
+            raise UserError(f"no episode has {length} frames; shorten the window (train.seq_len) or collect longer episodes")
+        self.length = length
+        counts = np.array([len(e) - length + 2 for e in self.episodes], dtype=np.float64)
+        self._probs = counts / counts.sum()
+
+    def sample(self, batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """frames (B,T,H,W,3) uint8, proprio (B,T,P), actions (B,T-1,A), rewards (B,T-1)."""
+        idx = rng.choice(len(self.episodes), size=batch, p=self._probs)
+        out = {"frames": [], "proprio": [], "actions": [], "rewards": []}
+        for i in idx:
+            ep = self.episodes[i]
+            t = int(rng.integers(0, len(ep) - self.length + 2))
+            out["frames"].append(ep.frames[t:t + self.length])
+            out["proprio"].append(ep.proprio[t:t + self.length])
+            out["actions"].append(ep.actions[t:t + self.length - 1])
+            out["rewards"].append(ep.rewards[t:t + self.length - 1])
+        return {k: torch.stack(v) for k, v in out.items()}

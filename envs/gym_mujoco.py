@@ -1,0 +1,284 @@
+"""Any registered Gymnasium MuJoCo env with fast pixel observations and the task abilities.
+
+``GymMujocoPixels("Reacher-v5")`` wraps the env built by ``gymnasium.make`` and
+gives it the same surface as our own tasks (:class:`envs.mujoco_base.MujocoTaskEnv`):
+
+* pixel observations (uint8 HWC, 64x64 by default) rendered by our own
+  :class:`~envs.mujoco_base.MujocoRenderer` (shadows, reflections and
+  multisampling off) from a fixed camera: the env's own default camera
+  config applied to a free camera that looks at the model's centre, as
+  Gymnasium's viewer does, or a camera passed in ``camera=``;
+* ``obs_type="state"`` returns the wrapped env's own observation vector and
+  ``"pixels_proprio"`` a dict of pixels and the qpos/qvel of the actuated joints;
+* ``get_state`` / ``set_state``: the exact MuJoCo state round trip
+  (:func:`envs.mujoco_base.get_sim_state`), replays are bit for bit;
+* ``info["objects"]``: world xyz of every named body except the world body;
+  ``info["is_success"]`` is whatever the env reports, else False;
+* truncation at the registered ``max_episode_steps``.
+
+Differences from our tasks, on purpose:
+
+* the action space is the wrapped env's own (its actuator ctrlrange, not
+  always [-1, 1]); actions are validated and clipped by ``check_action``;
+* ``reward_from_sensors`` raises NotImplementedError: Gymnasium rewards
+  depend on the action and on quantities that are not sensors, so the
+  reward comes only from ``step`` (the batched MuJoCo oracle cannot score
+  wrapped envs by sensors);
+* ``world_to_pixel`` projects through the (generally perspective) camera;
+  ``ObjectSpec.rgb`` is the body's nominal geom colour (lit and shaded in the
+  frame, so not a flat colour to search for) or (0, 0, 0) when unknown;
+* after each inner step the derived quantities (body positions, sensors)
+  are recomputed with ``mj_forward`` and the observation with the env's
+  ``_get_obs``, so observation, frame and objects are all functions of
+  ``get_state()``. Plain Gymnasium reports the body positions of the start of
+  the last physics substep instead; physics (qpos, qvel, warm start) and the
+  reward are untouched, so trajectories are the same.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from envs.mujoco_base import MujocoRenderer, ObjectSpec, check_action, get_sim_state, set_sim_state
+
+_QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,
+              int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
+_DOF_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 6, int(mujoco.mjtJoint.mjJNT_BALL): 3,
+             int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
+
+
+def actuated_joints(model: mujoco.MjModel) -> list[int]:
+    """Ids of the joints driven by an actuator, directly or through a tendon, in id order."""
+    joints: set[int] = set()
+    for i in range(model.nu):
+        trntype, target = int(model.actuator_trntype[i]), int(model.actuator_trnid[i, 0])
+        if trntype in (mujoco.mjtTrn.mjTRN_JOINT, mujoco.mjtTrn.mjTRN_JOINTINPARENT):
+            joints.add(target)
+        elif trntype == mujoco.mjtTrn.mjTRN_TENDON:
+            adr, num = model.tendon_adr[target], model.tendon_num[target]
+            for w in range(adr, adr + num):
+                if model.wrap_type[w] == mujoco.mjtWrap.mjWRAP_JOINT:
+                    joints.add(int(model.wrap_objid[w]))
+    return sorted(joints)
+
+
+def default_camera(model: mujoco.MjModel, cam_config: dict | None = None) -> mujoco.MjvCamera:
+    """The camera Gymnasium's offscreen viewer would use, fixed at the model's initial pose.
+
+    A free camera looking at the median geom position of the initial state from
+    ``model.stat.extent`` away, then the env's ``default_camera_config`` applied
+    (keys are MjvCamera attributes; a ``trackbodyid`` has no effect on a free
+    camera, exactly as in Gymnasium).
+    """
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    cam = mujoco.MjvCamera()
+    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+    cam.fixedcamid = -1
+    cam.lookat[:] = np.median(data.geom_xpos, axis=0) if model.ngeom else model.stat.center
+    cam.distance = model.stat.extent
+    for key, value in (cam_config or {}).items():
+        if isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
+            getattr(cam, key)[:] = value
+        else:
+            setattr(cam, key, value)
+    return cam
+
+
+class GymMujocoPixels(gym.Env):
+    """A registered Gymnasium MuJoCo env with pixel observations, state round trip and objects.
+
+    Args:
+        env_id: a registered Gymnasium id whose env is a MuJoCo env (``Reacher-v5``...).
+        obs_type: ``"pixels"``, ``"state"`` (the wrapped env's observation) or
+            ``"pixels_proprio"`` (dict: pixels, qpos/qvel of the actuated joints).
+        width, height: frame size.
+        render_mode: ``"rgb_array"`` or None.
+        camera: optional camera name, id or ``mujoco.MjvCamera``; default: see :func:`default_camera`.
+        max_episode_steps: override the spec's limit (None: the spec's, which may itself be None).
+        **env_kwargs: passed to ``gymnasium.make`` (e.g. reward weights).
+    """
+
+    def __init__(self, env_id: str, obs_type: str = "pixels", width: int = 64, height: int = 64,
+                 render_mode: str | None = "rgb_array", camera=None, max_episode_steps: int | None = None,
+                 **env_kwargs):
+        if obs_type not in ("pixels", "state", "pixels_proprio"):
+            raise ValueError(f"obs_type={obs_type!r} is not one of 'pixels', 'state', 'pixels_proprio'")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported: use 'rgb_array'")
+        if env_id not in gym.registry:
+            raise ValueError(f"{env_id!r} is not a registered Gymnasium id (e.g. 'Reacher-v5')")
+        spec = gym.spec(env_id)
+        inner = gym.make(env_id, **env_kwargs).unwrapped
+        if not (isinstance(getattr(inner, "model", None), mujoco.MjModel)
+                and isinstance(getattr(inner, "data", None), mujoco.MjData)):
+            inner.close()
+            raise ValueError(f"{env_id!r} is not a MuJoCo env (it has no mujoco model/data): "
+                             "GymMujocoPixels wraps Gymnasium MuJoCo envs such as Reacher-v5")
+        self._env = inner
+        self.task_name = env_id
+        self.spec_id = env_id
+        self.obs_type, self.render_mode = obs_type, render_mode
+        self.width, self.height = int(width), int(height)
+        self.model: mujoco.MjModel = inner.model
+        self.data: mujoco.MjData = inner.data
+        self.frame_skip = int(getattr(inner, "frame_skip", 1))
+        self.max_episode_steps = max_episode_steps if max_episode_steps is not None else spec.max_episode_steps
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": inner.metadata.get("render_fps", 20)}
+        # multisampling costs a lot on a CPU and blurs colours; it only affects rendering
+        self.model.vis.quality.offsamples = 0
+
+        if camera is None:
+            renderer = getattr(inner, "mujoco_renderer", None)
+            cam_id = getattr(renderer, "camera_id", None)
+            if cam_id is not None and cam_id >= 0:
+                camera = int(cam_id)
+            else:
+                camera = default_camera(self.model, getattr(renderer, "default_cam_config", None))
+        self.camera = camera
+        self._renderer: MujocoRenderer | None = None
+        self._steps = 0
+
+        joints = actuated_joints(self.model)
+        self._proprio_qpos = np.array([a for j in joints for a in range(
+            self.model.jnt_qposadr[j], self.model.jnt_qposadr[j] + _QPOS_SIZE[int(self.model.jnt_type[j])])], dtype=int)
+        self._proprio_qvel = np.array([a for j in joints for a in range(
+            self.model.jnt_dofadr[j], self.model.jnt_dofadr[j] + _DOF_SIZE[int(self.model.jnt_type[j])])], dtype=int)
+        ancestors_actuated = np.zeros(self.model.nbody, dtype=bool)
+        for b in range(1, self.model.nbody):  # parents come before children
+            own = any(self.model.jnt_bodyid[j] == b for j in joints)
+            ancestors_actuated[b] = own or ancestors_actuated[self.model.body_parentid[b]]
+        self._bodies = [b for b in range(1, self.model.nbody) if self.model.body(b).name]
+        self.objects = tuple(ObjectSpec(self.model.body(b).name, self._body_rgb(b), bool(ancestors_actuated[b]))
+                             for b in self._bodies)
+
+        self.action_space = inner.action_space
+        pixels = gym.spaces.Box(0, 255, (self.height, self.width, 3), np.uint8)
+        proprio = gym.spaces.Box(-np.inf, np.inf, (len(self._proprio_qpos) + len(self._proprio_qvel),), np.float32)
+        self.proprio_space = proprio
+        self.observation_space = {"pixels": pixels, "state": inner.observation_space,
+                                  "pixels_proprio": gym.spaces.Dict({"pixels": pixels, "proprio": proprio})}[obs_type]
+        self._last_inner_obs = None
+
+    # ---- helpers ---------------------------------------------------------------
+    def _body_rgb(self, body: int) -> tuple[int, int, int]:
+        """Nominal colour of a body's first plain (untextured) geom, else (0, 0, 0)."""
+        geoms = [g for g in range(self.model.ngeom) if self.model.geom_bodyid[g] == body]
+        for g in geoms:
+            if self.model.geom_matid[g] < 0 and self.model.geom_rgba[g, 3] > 0:
+                return tuple(int(round(255 * c)) for c in self.model.geom_rgba[g, :3])
+        return (0, 0, 0)
+
+    def proprio(self) -> np.ndarray:
+        """qpos and qvel of the actuated joints (the robot's own sensing), float64."""
+        return np.concatenate([self.data.qpos[self._proprio_qpos], self.data.qvel[self._proprio_qvel]])
+
+    def reward_from_sensors(self, sensordata):
+        raise NotImplementedError(
+            f"{self.task_name}: a wrapped Gymnasium env computes its reward in step() from the action and "
+            "non-sensor quantities; there is no vectorised reward from sensor data")
+
+    def object_positions(self) -> dict[str, np.ndarray]:
+        """World xyz of each named body (the world body excluded)."""
+        return {self.model.body(b).name: self.data.xpos[b].copy() for b in self._bodies}
+
+    def _refresh(self) -> None:
+        """Recompute derived quantities (positions, sensors, contact forces) for the current state."""
+        mujoco.mj_forward(self.model, self.data)
+        mujoco.mj_rnePostConstraint(self.model, self.data)
+
+    def _inner_obs(self, fallback=None):
+        get_obs = getattr(self._env, "_get_obs", None)
+        self._last_inner_obs = get_obs() if callable(get_obs) else fallback
+        return self._last_inner_obs
+
+    def _obs(self):
+        if self.obs_type == "state":
+            return self._last_inner_obs
+        pixels = self.render_frame()
+        if self.obs_type == "pixels":
+            return pixels
+        return {"pixels": pixels, "proprio": self.proprio().astype(np.float32)}
+
+    def _info(self, inner_info: dict | None = None) -> dict:
+        info = dict(inner_info or {})
+        info["is_success"] = bool(info.get("is_success", info.get("success", False)))
+        info["objects"] = self.object_positions()
+        info["proprio"] = self.proprio().astype(np.float32)
+        return info
+
+    # ---- gymnasium API ---------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, info = self._env.reset(seed=seed, options=options)
+        self._refresh()
+        self._inner_obs(obs)
+        self._steps = 0
+        return self._obs(), self._info(info)
+
+    def step(self, action):
+        a = check_action(action, self.action_space)
+        obs, reward, terminated, _, info = self._env.step(a)
+        self._refresh()
+        self._inner_obs(obs)
+        self._steps += 1
+        truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
+        return self._obs(), float(reward), bool(terminated), bool(truncated), self._info(info)
+
+    def render_frame(self) -> np.ndarray:
+        """The current camera image, uint8 (H, W, 3)."""
+        return self.render_data(self.data)
+
+    def render_data(self, data: mujoco.MjData) -> np.ndarray:
+        """The camera image of any MjData of this env's model."""
+        if self._renderer is None:
+            self._renderer = MujocoRenderer(self.model, self.height, self.width, self.camera)
+        return self._renderer.render(data)
+
+    def render(self):
+        return self.render_frame() if self.render_mode == "rgb_array" else None
+
+    def world_to_pixel(self, xyz) -> np.ndarray:
+        """(col, row) pixel coordinates of world points (..., 3) as seen by the render camera."""
+        if self._renderer is None:
+            self.render_frame()
+        scene = self._renderer._renderer.scene
+        cam = mujoco.mjv_averageCamera(scene.camera[0], scene.camera[1])  # mono: between the two eyes
+        pos, fwd, up = (np.array(v, dtype=np.float64) for v in (cam.pos, cam.forward, cam.up))
+        right = np.cross(fwd, up)
+        v = np.asarray(xyz, dtype=np.float64) - pos
+        x, y, z = v @ right, v @ up, v @ fwd
+        if not cam.orthographic:
+            x, y = x * cam.frustum_near / z, y * cam.frustum_near / z
+        top, bottom = cam.frustum_top, cam.frustum_bottom
+        half_w = cam.frustum_width or (top - bottom) / 2 * self.width / self.height
+        left = cam.frustum_center - half_w
+        col = (x - left) / (2 * half_w) * self.width - 0.5
+        row = (top - y) / (top - bottom) * self.height - 0.5
+        return np.stack([col, row], axis=-1)
+
+    def get_state(self) -> np.ndarray:
+        """Physics state, solver warm start and episode step counter, as one float64 vector."""
+        return get_sim_state(self.model, self.data, self._steps)
+
+    def set_state(self, state) -> None:
+        """Restore a state from :meth:`get_state` exactly (replays are bit for bit)."""
+        self._steps = set_sim_state(self.model, self.data, state, self.task_name)
+        warm = self.data.qacc_warmstart.copy()
+        mujoco.mj_rnePostConstraint(self.model, self.data)
+        self.data.qacc_warmstart[:] = warm
+        self._inner_obs(self._last_inner_obs)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self._env.close()
+
+    def __repr__(self) -> str:
+        return f"GymMujocoPixels({self.task_name!r}, obs_type={self.obs_type!r}, {self.width}x{self.height})"
