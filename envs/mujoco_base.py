@@ -195,6 +195,7 @@ class MujocoTaskEnv(gym.Env):
         a = check_action(action, self.action_space)
         self.data.ctrl[:] = a
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        mujoco.mj_forward(self.model, self.data)  # sensors, objects and the frame describe the new state
         self._steps += 1
         reward, success = self.reward_from_sensors(self.data.sensordata)
         truncated = self._steps >= self.max_episode_steps

@@ -57,6 +57,7 @@ class MujocoOracle(WorldModel):
             steps = set_sim_state(self.model, self._scratch, sim[i])
             self._scratch.ctrl[:] = check_action(action[i], self.env.action_space)
             mujoco.mj_step(self.model, self._scratch, nstep=self.frame_skip)
+            mujoco.mj_forward(self.model, self._scratch)
             out[i] = get_sim_state(self.model, self._scratch, steps + 1)
         return {"sim": torch.from_numpy(out)}
 
@@ -86,16 +87,18 @@ class MujocoOracle(WorldModel):
         n, horizon, _ = actions.shape
         sim = repeat_state(state, n)["sim"].numpy()
         acts = np.clip(actions.detach().cpu().numpy().astype(np.float64), -1.0, 1.0)
-        control = np.repeat(acts, self.frame_skip, axis=1)
+        # one extra physics step: mj_step computes sensors before integrating, so the sensors
+        # recorded at step k * frame_skip describe the state reached after env step k
+        control = np.concatenate([np.repeat(acts, self.frame_skip, axis=1), acts[:, -1:]], axis=1)
         nv = self.model.nv
         kwargs = dict(initial_warmstart=sim[:, self._nphys:self._nphys + nv])
         if self._rollout is not None:
             states, sensors = self._rollout.rollout(self.model, self._data, sim[:, :self._nphys], control, **kwargs)
         else:
             states, sensors = mujoco.rollout.rollout(self.model, self._data, sim[:, :self._nphys], control, **kwargs)
-        per_step = sensors[:, self.frame_skip - 1::self.frame_skip]
+        per_step = sensors[:, self.frame_skip::self.frame_skip]
         reward, _ = self.env.reward_from_sensors(per_step)
-        last = states[:, -1]
+        last = states[:, horizon * self.frame_skip - 1]
         # mujoco.rollout does not return the final warm start; the next replan starts from a real env state anyway
         final = np.concatenate([last, np.zeros((n, nv)), sim[:, -1:] + horizon], axis=1)
         return {"sim": torch.from_numpy(final)}, torch.as_tensor(reward, dtype=torch.float32)
