@@ -43,7 +43,8 @@ def check_action(action, space: gym.spaces.Box) -> np.ndarray:
     if a.shape != space.shape:
         raise ValueError(f"action has shape {a.shape}, expected {space.shape}: pass one value per actuator")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"action {a.tolist()} contains NaN or inf: actions must be finite numbers in [-1, 1]")
+        raise ValueError(f"action {a.tolist()} contains NaN or inf: actions must be finite numbers "
+                         f"in [{space.low.min():g}, {space.high.max():g}]")
     return np.clip(a, space.low, space.high)
 
 
