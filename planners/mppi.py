@@ -1,11 +1,11 @@
 """Model predictive path integral control: a softmax-weighted average of perturbed sequences.
 
 Each iteration perturbs the current mean with Gaussian noise of fixed std
-``noise_std`` (clamped to the action bounds; the mean itself is one of the
-candidates), scores every sequence in one batched rollout, and moves the mean
-to the average of the candidates weighted by ``softmax(z / temperature)``,
-where ``z`` is the score standardised over the batch. Standardising makes
-``temperature`` independent of the reward scale of the task or model.
+``noise_std`` (the mean itself is one of the candidates), scores every sequence
+(clamped to the action bounds) in one batched rollout, and moves the mean to
+the average of the candidates weighted by ``softmax(z / temperature)``, where
+``z`` is the score standardised over the batch: that makes ``temperature``
+independent of the reward scale of the task or model.
 """
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from planners.base import Planner, PlannerSettings
 
 class MPPI(Planner):
     name = "mppi"
-    defaults = PlannerSettings(noise_std=0.4, temperature=0.1)
+    defaults = PlannerSettings(noise_std=0.7)
 
     def _optimize(self, model, state, goal, mean):
         s = self.settings
         best, best_score = self.clamp(mean), -torch.inf
         for _ in range(s.iterations):
-            candidates = torch.cat([self.clamp(mean)[None], self.gaussian(mean, s.noise_std, s.samples - 1)])
+            candidates = torch.cat([mean[None], self.gaussian(mean, s.noise_std, s.samples - 1)])
             scores = self.score(model, state, candidates, goal)
             i = int(torch.argmax(scores))
             if scores[i] > best_score:
-                best, best_score = candidates[i], float(scores[i])
+                best, best_score = self.clamp(candidates[i]), float(scores[i])
             finite = torch.isfinite(scores)
             if not finite.any():
                 continue
@@ -34,6 +34,6 @@ class MPPI(Planner):
             z = (z - z.max()) / (z.std(unbiased=False) + 1e-8)
             weights = torch.softmax(torch.where(finite, z / s.temperature, -torch.inf), dim=0)
             new_mean = torch.einsum("n,nha->ha", weights, candidates)
-            mean = s.momentum * mean + (1 - s.momentum) * new_mean
+            mean = self.clamp(s.momentum * mean + (1 - s.momentum) * new_mean)
         self.info = {"best_score": best_score}
         return best if s.select == "best" else mean

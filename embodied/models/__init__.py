@@ -1,0 +1,48 @@
+"""World-model registry: ``build_model(model_cfg, spec)`` for every learned architecture.
+
+``model_cfg`` is a dict with ``arch`` (a key of :data:`MODELS`) and any fields
+of that architecture's config dataclass (unknown keys are an error); ``spec``
+is the dataset manifest's task description (``task``, ``image_size``,
+``action_dim``, ``proprio_dim``, ``objects``). ``model.config`` is a JSON-able
+dict that rebuilds the same model: ``build_model(model.config, model.spec)``.
+The MuJoCo oracle (:mod:`embodied.models.oracle`) is built from a live env,
+not from here.
+"""
+from __future__ import annotations
+
+from embodied.models.base import State, WorldModel, cat_states, index_state, repeat_state, state_batch
+from embodied.models.codec import config_from_dict
+from embodied.models.recurrent import RecurrentConfig, RecurrentWorldModel
+from embodied.models.transformer import TransformerConfig, TransformerWorldModel
+
+MODELS = {
+    "recurrent": (RecurrentWorldModel, RecurrentConfig),
+    "transformer": (TransformerWorldModel, TransformerConfig),
+}
+
+
+def build_model(model_cfg: dict | None, spec: dict) -> WorldModel:
+    """A freshly initialised world model of ``model_cfg['arch']`` (default ``recurrent``) for ``spec``."""
+    model_cfg = dict(model_cfg or {})
+    arch = model_cfg.pop("arch", "recurrent")
+    if arch not in MODELS:
+        raise ValueError(f"unknown model arch {arch!r}; choose one of {sorted(MODELS)}")
+    for key in ("action_dim",):
+        if key not in spec:
+            raise ValueError(f"dataset spec has no {key!r}: pass the manifest of a dataset made by `embodied collect`")
+    cls, cfg_cls = MODELS[arch]
+    return cls(config_from_dict(cfg_cls, model_cfg), spec)
+
+
+__all__ = ["MODELS", "build_model", "State", "WorldModel", "repeat_state", "index_state", "cat_states",
+           "state_batch", "RecurrentConfig", "RecurrentWorldModel", "TransformerConfig", "TransformerWorldModel"]
+
+
+def load(run_dir, task: str | None = None, spec: dict | None = None) -> WorldModel:
+    """Rebuild a trained model from a run folder (see :func:`embodied.checkpoint.load`)."""
+    from embodied.checkpoint import load as load_checkpoint
+
+    return load_checkpoint(run_dir, task=task, spec=spec)
+
+
+__all__.append("load")

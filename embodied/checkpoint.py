@@ -1,0 +1,299 @@
+"""Checkpoints: safetensors weights and optimizer state beside JSON, never pickle.
+
+A run folder holds one checkpoint (the latest)::
+
+    config.json        format, step, task, observation/action spaces (spec), model config
+                       (with `arch`), the run's full config (run_config: data, train settings,
+                       plugins), and the size and CRC32 of each file below
+    model.safetensors  model weights
+    optim.safetensors  optimizer tensors (Adam moments, ...); its non-tensor state is in state.json
+    state.json         step, optimizer param groups and scalars, run bookkeeping (wall time, ...)
+
+``load(run_dir)`` rebuilds the model from config.json alone via
+``embodied.models.build_model`` and fills in the weights. Every file is
+written to a temporary name, fsynced and moved into place with
+``os.replace``; config.json goes last and records the CRC32 of the others, so
+a file that is truncated, corrupted or left over from another step is
+reported instead of silently loaded.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import zlib
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from embodied.data import atomic_write_bytes, atomic_write_json
+from embodied.errors import UserError
+
+FORMAT = "embodied-checkpoint/1"
+FILES = ("model.safetensors", "optim.safetensors", "state.json")
+SPACE_KEYS = ("image_size", "action_dim", "proprio_dim")
+
+
+def _crc(payload: bytes) -> str:
+    return f"{zlib.crc32(payload):08x}"
+
+
+def _arch_of(model) -> str:
+    cfg = dict(getattr(model, "config", {}) or {})
+    if "arch" in cfg:
+        return cfg["arch"]
+    from embodied.models import MODELS
+
+    for name, entry in MODELS.items():
+        cls = entry[0] if isinstance(entry, tuple) else entry
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__}: its .config has no 'arch' and it is not in embodied.models.MODELS")
+
+
+def _model_payload(model, step: int) -> bytes:
+    """The model's state dict as safetensors bytes; tied (identical) tensors are stored once."""
+    tensors, aliases, seen = {}, {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride())) if t.numel() else None
+        if key is not None and key in seen:
+            aliases[name] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = name
+        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
+    meta = {"format": FORMAT, "step": str(step), "aliases": json.dumps(aliases)}
+    return st_save(tensors, metadata=meta)
+
+
+def _optim_payload(optimizer, step: int) -> tuple[bytes, dict]:
+    """Optimizer tensors as safetensors bytes, and its non-tensor state as a JSON-able dict."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    groups, tuple_keys = [], set()
+    for g in sd["param_groups"]:
+        row = {}
+        for k, v in g.items():
+            if isinstance(v, tuple):
+                tuple_keys.add(k)
+                v = list(v)
+            row[k] = v
+        groups.append(row)
+    state = {"type": type(optimizer).__name__, "param_groups": groups, "scalars": scalars,
+             "tuple_keys": sorted(tuple_keys)}
+    return st_save(tensors, metadata={"format": FORMAT, "step": str(step)}), state
+
+
+def save(run_dir, model, optimizer=None, step: int = 0, extra: dict | None = None, *,
+         spec: dict | None = None, train_config: dict | None = None) -> Path:
+    """Atomically write the checkpoint of ``model`` (and ``optimizer``) at ``step`` into ``run_dir``.
+
+    ``spec`` describes the observation and action spaces (the dataset manifest's
+    task, image_size, action_dim, proprio_dim, objects); ``train_config`` is the
+    run's full config; ``extra`` is JSON bookkeeping returned by
+    :func:`load_training_state` on resume.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    model_cfg = dict(model.config)
+    model_cfg.setdefault("arch", _arch_of(model))
+    spec = dict(spec or {"task": model.task, "action_dim": int(model.action_dim)})
+    payloads = {"model.safetensors": _model_payload(model, step)}
+    optim_state = None
+    if optimizer is not None:
+        payloads["optim.safetensors"], optim_state = _optim_payload(optimizer, step)
+    state = {"format": FORMAT, "step": int(step), "optimizer": optim_state, "extra": extra or {}}
+    payloads["state.json"] = (json.dumps(state, indent=1) + "\n").encode()
+    for stale in FILES:
+        if stale not in payloads and (run_dir / stale).exists():
+            (run_dir / stale).unlink()
+    config = {"format": FORMAT, "step": int(step), "task": model.task, "arch": model_cfg["arch"],
+              "context": int(getattr(model, "context", 4)), "spec": spec, "model": model_cfg,
+              "run_config": train_config, "torch": torch.__version__,
+              "files": {name: {"bytes": len(p), "crc32": _crc(p)} for name, p in payloads.items()}}
+    for name in (*FILES, "config.json"):  # temp files of a save that was killed half way
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    for name, payload in payloads.items():
+        atomic_write_bytes(run_dir / name, payload)
+    atomic_write_json(run_dir / "config.json", config)  # last: it commits the files above
+    return run_dir
+
+
+def read_config(run_dir) -> dict:
+    """config.json of a run folder, with one-line errors for a missing or broken one."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder; train one with "
+                        f"`embodied train --config configs/<task>_<arch>.yaml out={run_dir}`")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no config.json, so no checkpoint yet; pass a run folder that "
+                        "`embodied train` has checkpointed (it writes one every train.ckpt_every steps)")
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: corrupt checkpoint config ({err}); restore the run folder or re-train") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else None
+        raise UserError(f"{path}: not an embodied checkpoint (format {found!r}, expected {FORMAT!r})")
+    for key in ("task", "spec", "model", "files", "step"):
+        if key not in cfg:
+            raise UserError(f"{path}: checkpoint config lacks {key!r}; it is damaged, re-train the model")
+    return cfg
+
+
+def _read_checked(run_dir: Path, cfg: dict, name: str) -> bytes:
+    path = run_dir / name
+    want = cfg["files"].get(name)
+    if want is None:
+        raise UserError(f"{path}: not part of this checkpoint (config.json does not list it)")
+    if not path.is_file():
+        raise UserError(f"{path}: missing from the checkpoint; restore it or re-train")
+    payload = path.read_bytes()
+    if len(payload) != want["bytes"] or _crc(payload) != want["crc32"]:
+        raise UserError(f"{path}: truncated or corrupt ({len(payload)} bytes, expected {want['bytes']}, "
+                        f"or a checksum mismatch); restore the run folder or re-train")
+    return payload
+
+
+def _load_safetensors(path: Path, payload: bytes) -> tuple[dict, dict]:
+    try:
+        tensors = st_load(payload)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as err:
+        raise UserError(f"{path}: unreadable safetensors file ({err}); restore the run folder or re-train") from None
+    header_len = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + header_len])
+    return tensors, header.get("__metadata__", {})
+
+
+def _describe(task, spec: dict) -> str:
+    parts = [f"{k} {spec[k]}" for k in SPACE_KEYS if k in spec]
+    return f"task {task!r}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _canonical(task: str) -> str:
+    try:
+        from envs.registry import canonical_task
+
+        return canonical_task(task)
+    except ImportError:
+        return task
+
+
+def check_compatible(run_dir, cfg: dict, task: str | None = None, spec: dict | None = None) -> None:
+    """Raise a one-line UserError if the checkpoint's task or spaces differ from the requested ones."""
+    ck_task, ck_spec = cfg["task"], cfg["spec"]
+    spec = dict(spec or {})
+    task = task if task is not None else spec.get("task")
+    bad_task = task is not None and _canonical(str(task)) != _canonical(str(ck_task))
+    bad_space = [k for k in SPACE_KEYS if k in spec and k in ck_spec and list(
+        spec[k] if isinstance(spec[k], (list, tuple)) else [spec[k]]) != list(
+        ck_spec[k] if isinstance(ck_spec[k], (list, tuple)) else [ck_spec[k]])]
+    if bad_task or bad_space:
+        raise UserError(f"{run_dir}: checkpoint was trained for {_describe(ck_task, ck_spec)} but is being loaded "
+                        f"into {_describe(task if task is not None else ck_task, spec)}; use a checkpoint trained "
+                        f"on {task if task is not None else 'this task'!r} or train one with `embodied train`")
+
+
+def import_plugins(modules) -> None:
+    """Import modules named in a config's ``plugins`` (they may register architectures in MODELS)."""
+    for name in modules or ():
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise UserError(f"plugin module {name!r} cannot be imported ({err}); install it or remove it "
+                            "from the config's plugins list") from None
+
+
+def build_from_config(cfg: dict, where) -> torch.nn.Module:
+    from embodied.models import MODELS, build_model
+
+    import_plugins((cfg.get("run_config") or {}).get("plugins"))
+    arch = cfg["model"].get("arch")
+    if arch not in MODELS:
+        raise UserError(f"{where}: checkpoint architecture {arch!r} is unknown here (known: {', '.join(MODELS)}); "
+                        "install the code that defines it")
+    try:
+        return build_model(dict(cfg["model"]), dict(cfg["spec"]))
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{where}: cannot rebuild the {arch!r} model from config.json ({err}); "
+                        "the checkpoint was made by other model code") from None
+
+
+def load(run_dir, task: str | None = None, spec: dict | None = None, device="cpu"):
+    """Rebuild the model saved in ``run_dir`` from its config.json and weights (eval mode).
+
+    With ``task`` and/or ``spec`` (image_size, action_dim, proprio_dim), a
+    checkpoint trained for another task or other spaces is refused with a
+    one-line error naming both.
+    """
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    check_compatible(run_dir, cfg, task, spec)
+    payload = _read_checked(run_dir, cfg, "model.safetensors")
+    path = run_dir / "model.safetensors"
+    tensors, meta = _load_safetensors(path, payload)
+    if meta.get("step") != str(cfg["step"]):
+        raise UserError(f"{path}: weights of step {meta.get('step')} but config.json is step {cfg['step']}; "
+                        "the checkpoint is inconsistent, restore the run folder or re-train")
+    for alias, name in json.loads(meta.get("aliases", "{}")).items():
+        tensors[alias] = tensors[name]
+    model = build_from_config(cfg, run_dir)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:3])[:300]
+        raise UserError(f"{path}: weights do not fit the {cfg['model'].get('arch')!r} model built from config.json "
+                        f"({detail}); the checkpoint was made by other model code") from None
+    model.to(device)
+    model.eval()
+    return model
+
+
+def load_training_state(run_dir, optimizer=None) -> tuple[int, dict]:
+    """Step and ``extra`` bookkeeping of the checkpoint in ``run_dir``; loads ``optimizer``'s state in place."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    raw = _read_checked(run_dir, cfg, "state.json")
+    try:
+        state = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{run_dir / 'state.json'}: corrupt ({err}); restore the run folder or re-train") from None
+    if state.get("step") != cfg["step"]:
+        raise UserError(f"{run_dir / 'state.json'}: step {state.get('step')} but config.json is step {cfg['step']}; "
+                        "the checkpoint is inconsistent, restore the run folder or start a new run")
+    if optimizer is not None:
+        ostate = state.get("optimizer")
+        if ostate is None:
+            raise UserError(f"{run_dir}: checkpoint has no optimizer state, so it cannot be resumed; "
+                            "start a new run (out=NEW_DIR)")
+        if ostate["type"] != type(optimizer).__name__:
+            raise UserError(f"{run_dir}: optimizer state is {ostate['type']}, not {type(optimizer).__name__}")
+        path = run_dir / "optim.safetensors"
+        tensors, meta = _load_safetensors(path, _read_checked(run_dir, cfg, "optim.safetensors"))
+        per_param: dict[int, dict] = {}
+        for key, t in tensors.items():
+            pid, name = key.split(".", 1)
+            per_param.setdefault(int(pid), {})[name] = t
+        for key, v in ostate["scalars"].items():
+            pid, name = key.split(".", 1)
+            per_param.setdefault(int(pid), {})[name] = v
+        per_param = dict(sorted(per_param.items()))
+        groups = [{k: tuple(v) if k in ostate["tuple_keys"] else v for k, v in g.items()}
+                  for g in ostate["param_groups"]]
+        try:
+            optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise UserError(f"{path}: optimizer state does not fit this model ({err}); start a new run") from None
+    return int(state["step"]), state.get("extra") or {}

@@ -1,0 +1,247 @@
+"""Run configs: small dataclasses loaded from YAML files plus dotted ``key=value`` overrides.
+
+A config is one or more YAML files merged in order (later files win), then the
+command-line overrides, e.g.::
+
+    embodied train --config configs/reach_recurrent.yaml --config configs/debug.yaml \\
+        train.steps=200 model.hidden=64 data=data/reach out=runs/try1
+
+Override values are parsed with ``yaml.safe_load`` (``3`` is an int, ``1.0e-3``
+a float, ``[1, 8]`` a list, ``null`` None); float fields also take ``3e-4``,
+which YAML 1.1 would leave as a string. ``data=DIR`` is short for
+``data.path=DIR``. The ``model`` section is a free dict handed to
+``embodied.models.build_model`` (its ``arch`` key picks the architecture, the
+model checks its own keys); every other key is checked here, and a missing
+key, an unknown key or a wrong type is a one-line ``UserError`` that says how
+to fix it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from embodied.errors import UserError
+
+REQUIRED = dataclasses.MISSING
+
+
+@dataclass
+class DataConfig:
+    path: str                          # dataset folder made by `embodied collect`
+    heldout_fraction: float = 0.1      # episodes held out by seed (stable split)
+    max_episodes: int | None = None    # use only the first N episodes (debugging)
+
+
+@dataclass
+class TrainConfig:
+    steps: int                         # optimizer updates in total (a resumed run continues to this)
+    batch: int                         # windows per update, summed over all distributed ranks
+    seq_len: int                       # frames per training window (context + predicted)
+    lr: float
+    weight_decay: float = 0.0
+    warmup: int = 0                    # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0             # max global grad norm; 0 disables clipping
+    log_every: int = 10                # TensorBoard scalars every N steps
+    eval_every: int = 500              # held-out evaluation every N steps (and at the end)
+    ckpt_every: int = 500              # checkpoint every N steps (and at the end)
+    eval_windows: int = 32             # held-out windows scored per evaluation
+    eval_horizons: list[int] = field(default_factory=lambda: [1, 8, 32])
+    videos: int = 4                    # sample windows in each real | imagined video (0: none)
+    seed: int = 0
+    threads: int = 0                   # torch CPU threads per process; 0: cores / processes
+    device: str = "auto"               # auto | cpu | cuda
+
+
+@dataclass
+class Config:
+    task: str                          # reach | push | occlusion | a Gymnasium MuJoCo id
+    data: DataConfig
+    out: str                           # run folder: checkpoints, metrics.json, videos, tensorboard
+    model: dict                        # free dict for build_model; needs `arch`
+    train: TrainConfig
+    plugins: list[str] = field(default_factory=list)  # modules imported first (they may register models)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value, tp, key: str, source: str):
+    """Check ``value`` against the annotation ``tp``; returns the (possibly converted) value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key, source)
+            except UserError:
+                pass
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, list):
+            return [_coerce(v, item, key, source) for v in value]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    raise UserError(f"{key} = {value!r} in {source} must be {_type_name(tp)}; "
+                    f"fix it there or override it with {key}=VALUE")
+
+
+def _build(cls, raw: dict, prefix: str, source: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            full = f"{prefix}{key}"
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else \
+                f"valid keys here: {', '.join(prefix + k for k in fields)}"
+            raise UserError(f"unknown config key {full!r} in {source}; {hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        full = f"{prefix}{name}"
+        if name not in raw:
+            if f.default is REQUIRED and f.default_factory is REQUIRED:
+                raise UserError(f"config key {full!r} is missing from {source}; add it to the YAML file "
+                                f"or pass {full}=VALUE on the command line")
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(raw[name], dict):
+                keys = ", ".join(f"{full}.{k}" for k in typing.get_type_hints(tp))
+                raise UserError(f"{full} in {source} must be a mapping of {keys}, got {raw[name]!r}")
+            kwargs[name] = _build(tp, raw[name], f"{full}.", source)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, full, source)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """Deep merge of nested dicts; values of ``new`` win."""
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file; pick one of configs/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise UserError(f"{path}: not valid YAML{at} ({getattr(err, 'problem', err)}); fix the file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config must be a YAML mapping of keys (task, data, out, model, train), "
+                        f"got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``'train.lr=1e-3'`` -> (['train', 'lr'], value parsed by yaml.safe_load)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {text!r} is not key=value; write e.g. train.steps=100 or data=data/reach")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value  # e.g. an unquoted path with a colon: keep the text
+    return key.split("."), parsed
+
+
+def apply_override(raw: dict, text: str) -> dict:
+    path, value = parse_override(text)
+    if path == ["data"] and not isinstance(value, dict):
+        path = ["data", "path"]  # data=DIR shorthand
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        if not isinstance(node.get(part), dict):
+            if part in node:
+                raise UserError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+    return raw
+
+
+def load_config(paths, overrides=()) -> Config:
+    """Merge the YAML files in ``paths`` in order, apply ``key=value`` overrides, validate."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise UserError("no config file given; pass --config configs/<task>_<arch>.yaml")
+    raw: dict = {}
+    for p in paths:
+        file_raw = read_yaml(p)
+        if isinstance(file_raw.get("data"), (str, Path)):
+            file_raw["data"] = {"path": file_raw["data"]}
+        raw = _merge(raw, file_raw)
+    for text in overrides:
+        raw = apply_override(raw, text)
+    source = " + ".join(str(p) for p in paths) + (" and the command line" if overrides else "")
+    cfg = _build(Config, raw, "", source)
+    if "arch" not in cfg.model:
+        raise UserError(f"config key 'model.arch' is missing from {source}; set it, e.g. model.arch=recurrent")
+    _check_values(cfg, source)
+    return cfg
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    t = cfg.train
+    positive = {"train.steps": t.steps, "train.batch": t.batch, "train.seq_len": t.seq_len,
+                "train.eval_every": t.eval_every, "train.ckpt_every": t.ckpt_every, "train.log_every": t.log_every,
+                "train.eval_windows": t.eval_windows}
+    for key, v in positive.items():
+        if v < 1:
+            raise UserError(f"{key} = {v} in {source} must be at least 1")
+    if t.lr <= 0:
+        raise UserError(f"train.lr = {t.lr} in {source} must be positive")
+    if any(h < 1 for h in t.eval_horizons):
+        raise UserError(f"train.eval_horizons = {t.eval_horizons} in {source} must be positive step counts")
+    if t.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"train.device = {t.device!r} in {source} must be auto, cpu or cuda")
+    if not 0.0 < cfg.data.heldout_fraction < 1.0:
+        raise UserError(f"data.heldout_fraction = {cfg.data.heldout_fraction} in {source} must be between 0 and 1")

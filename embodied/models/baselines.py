@@ -1,0 +1,87 @@
+"""Baseline world models every validation probe must rank below the truth.
+
+* :class:`CopyLastFrame`: the world never changes; its state is the last real
+  frame, ``step`` returns it unchanged and ``decode`` shows it. It has no reward
+  head: its predicted reward is a constant (zero), so it carries no ranking
+  information for planning.
+* :class:`ActionBlind`: wraps any model (a learned one or the MuJoCo oracle)
+  and replaces every action it sees with zeros, in ``encode`` and in ``step``.
+  A model that ignores its actions scores like its action-blind self, which is
+  how "models that ignore actions" are caught instead of assumed away.
+
+Both implement :class:`embodied.models.base.WorldModel`, so the probes, the
+planners and the imagined env treat them like any other backend.
+"""
+from __future__ import annotations
+
+import torch
+
+from embodied.models.base import State, WorldModel
+
+
+class CopyLastFrame(WorldModel):
+    """Predicts that the next frame is the last real frame, forever."""
+
+    def __init__(self, task: str = "", action_dim: int = 0, context: int = 1):
+        super().__init__()
+        self.task, self.action_dim, self.context = task, int(action_dim), int(context)
+
+    def encode(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
+               proprio: torch.Tensor | None = None) -> State:
+        frames = torch.as_tensor(frames)
+        if frames.ndim != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"frames have shape {tuple(frames.shape)}, expected (B, T, H, W, 3) uint8")
+        return {"frame": frames[:, -1].to(torch.uint8).clone()}
+
+    def step(self, state: State, action: torch.Tensor) -> State:
+        return {"frame": state["frame"]}
+
+    def decode(self, state: State) -> torch.Tensor:
+        return state["frame"]
+
+    def reward(self, state: State) -> torch.Tensor:
+        return torch.zeros(state["frame"].shape[0])
+
+    def goal_distance(self, state: State, goal: State) -> torch.Tensor:
+        a = state["frame"].float()
+        b = goal["frame"].float().expand_as(a)
+        return (a - b).abs().flatten(1).mean(1)
+
+
+class ActionBlind(WorldModel):
+    """Any world model with every action it sees replaced by zeros (encode and step)."""
+
+    def __init__(self, inner: WorldModel):
+        super().__init__()
+        self.inner = inner
+        self.task = getattr(inner, "task", "")
+        self.action_dim = getattr(inner, "action_dim", 0)
+        self.is_oracle = bool(getattr(inner, "is_oracle", False))
+        if hasattr(inner, "context"):
+            self.context = inner.context
+
+    def state_from_env(self, env=None) -> State:
+        """Oracle start states pass through unchanged (the state already holds the real velocities)."""
+        return self.inner.state_from_env(env)
+
+    def encode(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
+               proprio: torch.Tensor | None = None) -> State:
+        zeros = None if actions is None else torch.zeros_like(torch.as_tensor(actions))
+        return self.inner.encode(frames, zeros, proprio)
+
+    def step(self, state: State, action: torch.Tensor) -> State:
+        return self.inner.step(state, torch.zeros_like(torch.as_tensor(action)))
+
+    def decode(self, state: State) -> torch.Tensor:
+        return self.inner.decode(state)
+
+    def reward(self, state: State) -> torch.Tensor:
+        return self.inner.reward(state)
+
+    def goal_distance(self, state: State, goal: State) -> torch.Tensor:
+        return self.inner.goal_distance(state, goal)
+
+    @torch.no_grad()
+    def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
+        # the inner model's (possibly batched, faster) rollout with zeroed actions
+        return self.inner.rollout(state, torch.zeros_like(torch.as_tensor(actions)))

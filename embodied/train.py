@@ -1,0 +1,293 @@
+"""`embodied train`: train a world model on a dataset made by `embodied collect`.
+
+    embodied train --config configs/reach_recurrent.yaml [--config configs/debug.yaml] \\
+        [--resume] [data=DIR] [out=DIR] [train.steps=2000 ...]
+    torchrun --nproc_per_node=2 -m embodied.cli train --config ...   # DistributedDataParallel
+
+One loop, nanoGPT style: sample a batch of windows, ``model.loss(batch, step)``,
+AdamW step with warm-up + cosine learning rate. Every ``train.eval_every``
+steps rank 0 scores open-loop predictions on held-out episodes
+(:mod:`embodied.evaluate`), logs TensorBoard scalars under ``out/tb``, writes a
+real | imagined video under ``out/videos`` and refreshes ``out/metrics.json``;
+every ``train.ckpt_every`` steps it writes a checkpoint (:mod:`embodied.checkpoint`).
+``--resume`` continues from the checkpoint in ``out`` with its optimizer state
+and step count; batches are drawn from a generator seeded by (seed, rank,
+step), so a resumed run sees the same batches an uninterrupted one would.
+
+Under ``torchrun`` (env RANK / WORLD_SIZE) each process trains on its own shard
+of the training episodes with DistributedDataParallel (gloo on CPU, nccl on
+GPU); ``train.batch`` is the global batch, split over the processes; only
+rank 0 writes files.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embodied import checkpoint
+from embodied.config import Config, load_config
+from embodied.data import Dataset, WindowSampler, atomic_write_json
+from embodied.errors import UserError
+
+SPEC_SKIP = ("format", "episodes", "episodes_total", "steps_total", "success_rate", "policies")
+
+
+def dataset_spec(manifest: dict) -> dict:
+    """The task and space description of a dataset (what a checkpoint must match)."""
+    return {k: v for k, v in manifest.items() if k not in SPEC_SKIP}
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+class _Loss(torch.nn.Module):
+    """Routes DDP's forward to ``model.loss`` so gradients are all-reduced."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, step):
+        return self.model.loss(batch, step)
+
+
+def _setup_distributed(device_pref: str):
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu (or auto)")
+    cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return rank, world, device
+
+
+def _finite(metrics: dict) -> dict:
+    """NaN/inf -> None, so metrics.json stays strict JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def _check_resume_model(cfg: Config, saved: dict, out: Path) -> None:
+    for key, value in cfg.model.items():
+        if key in saved["model"] and saved["model"][key] != value:
+            raise UserError(f"{out}: resuming a run whose checkpoint has model.{key}={saved['model'][key]!r} "
+                            f"with model.{key}={value!r}; resume with the same model settings or start a new run "
+                            "with out=NEW_DIR")
+
+
+def train(cfg: Config, resume: bool = False, command: str = "", progress: bool = True) -> dict:
+    """Train (or resume) the run described by ``cfg``; returns the final metrics (rank 0) or {}."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from embodied.evaluate import evaluate
+    from embodied.models import build_model
+
+    t = cfg.train
+    rank, world, device = _setup_distributed(t.device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // local_world))
+    checkpoint.import_plugins(cfg.plugins)
+    out = Path(cfg.out)
+    if t.batch < world:
+        raise UserError(f"train.batch={t.batch} is smaller than the {world} distributed processes; "
+                        f"set train.batch to at least {world}")
+    batch_per_rank = t.batch // world
+
+    ds = Dataset(Path(cfg.data.path), task=cfg.task, heldout_fraction=cfg.data.heldout_fraction,
+                 max_episodes=cfg.data.max_episodes)
+    spec = dataset_spec(ds.manifest)
+    sampler = WindowSampler(ds.train, t.seq_len, rank, world)
+
+    has_ckpt = (out / "config.json").exists()
+    if has_ckpt and not resume:
+        step = checkpoint.read_config(out).get("step")
+        raise UserError(f"{out}: already holds a checkpoint (step {step}); pass --resume to continue it, "
+                        "or choose a new run folder with out=DIR")
+    start, book = 0, {}
+    if resume and has_ckpt:
+        _check_resume_model(cfg, checkpoint.read_config(out), out)
+        model = checkpoint.load(out, task=cfg.task, spec=spec, device=device)
+    else:
+        if resume and rank == 0:
+            print(f"embodied train: {out} has no checkpoint yet, starting from step 0", file=sys.stderr)
+        torch.manual_seed(t.seed)
+        model = build_model(dict(cfg.model), spec).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if resume and has_ckpt:
+        start, book = checkpoint.load_training_state(out, opt)
+        if start > t.steps:
+            raise UserError(f"{out}: checkpoint is at step {start}, beyond train.steps={t.steps}; "
+                            f"pass train.steps={start} or more to continue it")
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(_Loss(model), device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=True)
+    else:
+        net = _Loss(model)
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None) if rank == 0 else None
+    frames_per_step = batch_per_rank * world * t.seq_len
+    wall0, train_s, frames = time.perf_counter(), float(book.get("train_s", 0.0)), int(book.get("frames", 0))
+    prior_wall = float(book.get("wall_s", 0.0))
+    n_params = sum(p.numel() for p in model.parameters())
+    arch = cfg.model["arch"]
+    metrics: dict = {}
+    last_loss = float(book.get("loss", "nan"))
+
+    def bookkeeping() -> dict:
+        return {"wall_s": prior_wall + time.perf_counter() - wall0, "train_s": train_s, "frames": frames,
+                "loss": last_loss, "resumed_from": start if resume and has_ckpt else None}
+
+    def save(step: int) -> None:
+        if rank == 0:
+            checkpoint.save(out, model, opt, step, bookkeeping(), spec=spec, train_config=cfg.to_dict())
+
+    def run_eval(step: int) -> dict:
+        res = evaluate(model, ds.heldout, spec.get("objects", []), t.eval_horizons, t.eval_windows, seed=t.seed,
+                       video_path=out / "videos" / f"step_{step:07d}.mp4", videos=t.videos)
+        for k, v in res.items():
+            if isinstance(v, float) and math.isfinite(v):
+                writer.add_scalar(k.replace(".", "/", 1), v, step)
+        return res
+
+    def write_metrics(step: int, res: dict, final: bool) -> dict:
+        b = bookkeeping()
+        m = {"command": command, "run_dir": str(out), "task": cfg.task, "arch": arch, "data": cfg.data.path,
+             "checkpoint_step": step, "final": final, "params": n_params, "world_size": world,
+             "train.steps": step, "train.loss": b["loss"], "train.wall_s": b["wall_s"], "train.train_s": b["train_s"],
+             "train.frames": b["frames"], "train.frames_per_s": b["frames"] / b["train_s"] if b["train_s"] else None,
+             "train.resumed_from": b["resumed_from"], **res}
+        atomic_write_json(out / "metrics.json", _finite(m))
+        return m
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"embodied train: {arch} ({n_params / 1e6:.2f}M params) on {cfg.task}, {len(ds.train)} train / "
+              f"{len(ds.heldout)} held-out episodes, {world} process(es) on {device}, "
+              f"steps {start}->{t.steps}, run folder {out}", file=sys.stderr)
+    bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.task}_{arch}", unit="step",
+               disable=rank != 0 or not progress, mininterval=1.0, dynamic_ncols=True)
+    step = start
+    try:
+        for step in range(start, t.steps):
+            tic = time.perf_counter()
+            lr = lr_at(step, t)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = np.random.default_rng([t.seed, rank, step])
+            torch.manual_seed(int(rng.integers(2**62)))
+            batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample(batch_per_rank, rng).items()}
+            loss, logs = net(batch, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip) if t.grad_clip > 0 else None
+            opt.step()
+            train_s += time.perf_counter() - tic
+            frames += frames_per_step
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                value = loss.detach().float()
+                if world > 1:
+                    torch.distributed.all_reduce(value)
+                    value /= world
+                last_loss = float(value)
+                if not math.isfinite(last_loss):
+                    raise UserError(f"training diverged: loss is {last_loss} at step {done}; lower train.lr "
+                                    f"(now {t.lr}) or raise train.warmup, and resume from the last checkpoint")
+                if rank == 0:
+                    writer.add_scalar("train/loss", last_loss, done)
+                    writer.add_scalar("train/lr", lr, done)
+                    step_s = max(time.perf_counter() - tic, 1e-9)
+                    writer.add_scalar("train/frames_per_s", frames_per_step / step_s, done)
+                    if gnorm is not None:
+                        writer.add_scalar("train/grad_norm", float(gnorm), done)
+                    for k, v in (logs or {}).items():
+                        writer.add_scalar(f"train/{k}", float(v), done)
+                    bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+            bar.update(1)
+            periodic_eval = done % t.eval_every == 0 and done < t.steps
+            periodic_ckpt = done % t.ckpt_every == 0 and done < t.steps
+            if rank == 0 and periodic_eval:
+                metrics = write_metrics(done, run_eval(done), final=False)
+            if periodic_ckpt:
+                save(done)
+            if world > 1 and (periodic_eval or periodic_ckpt):
+                torch.distributed.barrier()
+            step = done
+    except KeyboardInterrupt:
+        if world == 1 and step > start:
+            save(step)
+        raise
+    finally:
+        bar.close()
+    try:
+        if rank == 0:
+            if (checkpoint.read_config(out).get("step") if (out / "config.json").exists() else None) != t.steps:
+                save(t.steps)
+            metrics = write_metrics(t.steps, run_eval(t.steps), final=True)
+            writer.close()
+        if world > 1:
+            torch.distributed.barrier()
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    return metrics if rank == 0 else {}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", action="append", type=Path, required=True, metavar="FILE",
+                        help="YAML config; repeat to layer files (e.g. --config configs/debug.yaml last)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.steps=100 data=data/reach out=runs/try")
+    # let options and key=value overrides come in any order (`... out=runs/x --resume`)
+    plain = parser.parse_known_args
+
+    def intermixed(args=None, namespace=None):
+        parser.parse_known_args = plain  # parse_known_intermixed_args calls it internally
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = intermixed
+
+    parser.parse_known_args = intermixed
+
+
+def run(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
+    command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \
+        if "train" in sys.argv else ""
+    m = train(cfg, resume=args.resume, command=command, progress=not args.no_progress)
+    if m:
+        h = max((int(k.rsplit("_h", 1)[1]) for k in m if k.startswith("heldout.psnr_h")), default=None)
+        score = (f"; held-out h{h}: PSNR {m[f'heldout.psnr_h{h}']:.2f} dB (copy-last "
+                 f"{m[f'heldout.copy_last_psnr_h{h}']:.2f})") if h else ""
+        if h and m.get(f"heldout.body_err_h{h}") is not None:
+            score += (f", body error {m[f'heldout.body_err_h{h}']:.1f} px "
+                      f"(copy-last {m[f'heldout.copy_last_body_err_h{h}']:.1f})")
+        print(f"{cfg.out}: {m['train.steps']} steps in {m['train.wall_s']:.0f}s "
+              f"({m['train.frames_per_s'] or 0:.0f} frames/s){score}")
+    return 0

@@ -1,0 +1,250 @@
+"""Learned world models (recurrent and transformer) behind the one WorldModel interface.
+
+A tiny push dataset is collected once per session (no dependency on /work/data);
+the models use tiny configs so the fast tests run in seconds. The training tests
+check that the loss falls and that a briefly trained model's predictions
+depend on the actions.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from embodied.data import Dataset, WindowSampler  # noqa: E402
+from embodied.models import MODELS, build_model  # noqa: E402
+from embodied.models.base import cat_states, index_state, repeat_state, state_batch  # noqa: E402
+
+TINY = {
+    "recurrent": {"arch": "recurrent", "channels": 8, "embed_dim": 32, "proprio_embed": 16, "deter": 32,
+                  "stoch": 8, "hidden": 32},
+    "transformer": {"arch": "transformer", "channels": 8, "embed_dim": 32, "proprio_embed": 16, "latent": 32,
+                    "d_model": 32, "layers": 1, "heads": 2, "hidden": 32, "window": 8},
+    "transformer-gpt2": {"arch": "transformer", "backbone": "gpt2", "channels": 8, "embed_dim": 32,
+                         "proprio_embed": 16, "latent": 32, "d_model": 32, "layers": 1, "heads": 2, "hidden": 32,
+                         "window": 8},
+}
+ARCHS = list(TINY)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from embodied.collect import collect
+
+    out = tmp_path_factory.mktemp("push_data")
+    collect("push", 8, out=out, workers=1, progress=False)
+    return Dataset(out, "push", heldout_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def spec(dataset):
+    return dataset.manifest
+
+
+def _model(arch, spec, seed=0, **over):
+    torch.manual_seed(seed)
+    return build_model({**TINY[arch], **over}, spec)
+
+
+def _batch(dataset, b=3, t=6, seed=0):
+    return WindowSampler(dataset.train, t).sample(b, np.random.default_rng(seed))
+
+
+def _context(batch, ctx=4):
+    return batch["frames"][:, :ctx], batch["actions"][:, :ctx - 1], batch["proprio"][:, :ctx]
+
+
+def test_registry_and_config(spec):
+    assert set(MODELS) >= {"recurrent", "transformer"}
+    for arch in ARCHS:
+        model = _model(arch, spec)
+        assert model.context == 4 and model.task == "push" and model.action_dim == spec["action_dim"]
+        rebuilt = build_model(model.config, model.spec)
+        assert rebuilt.config == model.config
+        import json
+
+        json.dumps(model.config)  # JSON-able
+    with pytest.raises(ValueError, match="unknown model arch"):
+        build_model({"arch": "nope"}, spec)
+    with pytest.raises(ValueError, match="unknown"):
+        build_model({"arch": "recurrent", "not_an_option": 1}, spec)
+    assert build_model({}, spec).arch == "recurrent"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_interface_shapes(arch, spec, dataset):
+    model = _model(arch, spec).eval()
+    batch = _batch(dataset, b=3, t=8)
+    frames, actions, proprio = _context(batch)
+    A = spec["action_dim"]
+    with torch.no_grad():
+        state = model.encode(frames, actions, proprio)
+        assert all(v.shape[0] == 3 for v in state.values()) and state_batch(state) == 3
+        nxt = model.step(state, batch["actions"][:, 3])
+        assert set(nxt) == set(state)
+        img = model.decode(nxt)
+        assert img.shape == (3, 64, 64, 3) and img.dtype == torch.uint8
+        r = model.reward(nxt)
+        assert r.shape == (3,) and r.dtype == torch.float32
+        d = model.goal_distance(nxt, index_state(state, 0))
+        assert d.shape == (3,) and torch.all(d >= 0)
+        assert torch.allclose(model.goal_distance(state, state), torch.zeros(3), atol=1e-5)
+        final, rewards = model.rollout(index_state(state, 1), torch.zeros(5, 3, A))
+        assert rewards.shape == (5, 3) and state_batch(final) == 5
+        pred = model.predict(frames, proprio, actions, batch["actions"][:, 3:7])
+        assert pred.shape == (3, 4, 64, 64, 3) and pred.dtype == torch.uint8
+        # proprio is optional; a 1-frame context works
+        assert model.decode(model.encode(frames, actions)).shape == (3, 64, 64, 3)
+        one = model.encode(frames[:, :1], actions[:, :0], proprio[:, :1])
+        assert model.decode(model.step(one, batch["actions"][:, 0])).shape == (3, 64, 64, 3)
+        # longer rollouts than the training window stay finite (bounded context for the transformer)
+        s = state
+        for _ in range(15):
+            s = model.step(s, torch.rand(3, A) * 2 - 1)
+        assert all(torch.isfinite(v.float()).all() for v in s.values())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batching_matches_single(arch, spec, dataset):
+    model = _model(arch, spec).eval()
+    batch = _batch(dataset, b=5, t=8, seed=1)
+    frames, actions, proprio = _context(batch)
+    future = batch["actions"][:, 3:7]
+    with torch.no_grad():
+        s5 = model.encode(frames, actions, proprio)
+        r5 = []
+        for t in range(4):
+            s5 = model.step(s5, future[:, t])
+            r5.append(model.reward(s5))
+        for i in range(5):
+            s1 = model.encode(frames[i:i + 1], actions[i:i + 1], proprio[i:i + 1])
+            for t in range(4):
+                s1 = model.step(s1, future[i:i + 1, t])
+                assert torch.allclose(model.reward(s1), r5[t][i:i + 1], atol=1e-4)
+            for k in s1:
+                assert torch.allclose(s1[k].float(), s5[k][i:i + 1].float(), atol=1e-4), k
+            diff = (model.decode(s1).int() - model.decode(index_state(s5, i)).int()).abs().max()
+            assert diff <= 1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_deterministic_under_seed(arch, spec, dataset):
+    batch = _batch(dataset, b=2, t=8)
+    frames, actions, proprio = _context(batch)
+    outs = []
+    for _ in range(2):
+        model = _model(arch, spec, seed=3)
+        loss, _ = model.loss(_batch(dataset, b=2, t=6), 0)
+        model.eval()
+        outs.append((loss.item(), model.predict(frames, proprio, actions, batch["actions"][:, 3:6])))
+    assert outs[0][0] == outs[1][0]
+    assert torch.equal(outs[0][1], outs[1][1])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_state_dict_roundtrip(arch, spec, dataset, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _model(arch, spec)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for step in range(3):  # so the running normalisers and weights move off their initial values
+        loss, _ = model.loss(_batch(dataset, b=2, t=6, seed=step), step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    other = build_model(model.config, model.spec)
+    other.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
+    other.eval()
+    batch = _batch(dataset, b=2, t=8, seed=5)
+    frames, actions, proprio = _context(batch)
+    with torch.no_grad():
+        a = model.predict(frames, proprio, actions, batch["actions"][:, 3:7])
+        b = other.predict(frames, proprio, actions, batch["actions"][:, 3:7])
+        ra = model.rollout(model.encode(frames, actions, proprio), batch["actions"][:, 3:7])[1]
+        rb = other.rollout(other.encode(frames, actions, proprio), batch["actions"][:, 3:7])[1]
+    assert torch.equal(a, b) and torch.equal(ra, rb)
+
+
+@pytest.mark.parametrize("arch", ARCHS[:2])
+def test_state_helpers(arch, spec, dataset):
+    model = _model(arch, spec).eval()
+    batch = _batch(dataset, b=2, t=6)
+    frames, actions, proprio = _context(batch)
+    with torch.no_grad():
+        s = model.encode(frames, actions, proprio)
+        tiled = repeat_state(index_state(s, 0), 4)
+        assert state_batch(tiled) == 4
+        both = cat_states([index_state(s, 0), index_state(s, 1)])
+        for k in s:
+            assert torch.equal(both[k], s[k])
+        a = torch.rand(4, 2) * 2 - 1
+        r1 = model.reward(model.step(tiled, a))
+        r2 = torch.cat([model.reward(model.step(index_state(s, 0), a[i:i + 1])) for i in range(4)])
+        assert torch.allclose(r1, r2, atol=1e-4)
+
+
+def _train(model, dataset, steps, batch=8, t=8, lr=2e-3, seed=0):
+    rng = np.random.default_rng(seed)
+    sampler = WindowSampler(dataset.train, t)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    losses = []
+    model.train()
+    for step in range(steps):
+        loss, metrics = model.loss(sampler.sample(batch, rng), step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+        losses.append(metrics["loss"])
+    model.eval()
+    return losses
+
+
+def _action_effect(model, dataset):
+    """Mean |pixel| change of the predicted frame 4 steps ahead when the future actions are negated."""
+    batch = _batch(dataset, b=6, t=8, seed=11)
+    frames, actions, proprio = _context(batch)
+    fut = batch["actions"][:, 3:7]
+    with torch.no_grad():
+        a = model.predict(frames, proprio, actions, fut)[:, -1].float()
+        b = model.predict(frames, proprio, actions, -fut)[:, -1].float()
+        pa = model.proprio(model.rollout(model.encode(frames, actions, proprio), fut)[0])
+        pb = model.proprio(model.rollout(model.encode(frames, actions, proprio), -fut)[0])
+    return (a - b).abs().mean().item(), (pa - pb)[:, :2].norm(dim=-1).mean().item()
+
+
+@pytest.mark.parametrize("arch", ["recurrent", "transformer"])
+def test_short_training_reduces_loss_and_uses_actions(arch, spec, dataset):
+    torch.manual_seed(0)
+    model = _model(arch, spec)
+    losses = _train(model, dataset, steps=40, batch=6, t=8)
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    pixel, proprio = _action_effect(model, dataset)
+    assert pixel > 0.01 and proprio > 1e-3, (pixel, proprio)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["recurrent", "transformer"])
+def test_training_learns_action_conditioned_motion(arch, spec, dataset):
+    """A few hundred steps: predicted pusher displacement follows the action direction."""
+    torch.manual_seed(0)
+    model = _model(arch, spec, channels=8, embed_dim=64)
+    losses = _train(model, dataset, steps=300, batch=8, t=8)
+    assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:20])
+    batch = _batch(dataset, b=8, t=8, seed=12)
+    frames, actions, proprio = _context(batch)
+    with torch.no_grad():
+        s = model.encode(frames, actions, proprio)
+        start = model.proprio(s)[:, :2]
+        moves = []
+        for direction in torch.eye(2):
+            final, _ = model.rollout(s, direction.expand(8, 3, 2).clone())
+            moves.append((model.proprio(final)[:, :2] - start).mean(0))
+    # pushing +x moves the pusher further in x than pushing +y does, and vice versa
+    assert moves[0][0] > moves[1][0] and moves[1][1] > moves[0][1], moves

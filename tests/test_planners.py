@@ -1,0 +1,337 @@
+"""Planners on a model whose optimum is known, the oracle's exactness, and short closed loops."""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from embodied.models.base import WorldModel
+from planners import PLANNERS, PlannerSettings, make_planner
+from planners.mpc import ObsHistory, goal_observation, run_mpc
+
+
+class PointMass(WorldModel):
+    """State = position; step = pos + clip(action) * dt; reward = -distance to ``goal``.
+
+    Records every batch of action sequences it is asked to roll out.
+    """
+
+    def __init__(self, goal, dt: float = 0.1):
+        super().__init__()
+        self.goal = torch.as_tensor(goal, dtype=torch.float32)
+        self.action_dim = len(goal)
+        self.dt = dt
+        self.calls: list[torch.Tensor] = []
+
+    def encode(self, frames, actions, proprio=None):
+        return {"pos": proprio[:, -1, : self.action_dim].float()}
+
+    def step(self, state, action):
+        return {"pos": state["pos"] + action.clamp(-1, 1) * self.dt}
+
+    def reward(self, state):
+        return -torch.linalg.norm(state["pos"] - self.goal, dim=-1)
+
+    def decode(self, state):
+        return torch.zeros(state["pos"].shape[0], 8, 8, 3, dtype=torch.uint8)
+
+    def goal_distance(self, state, goal):
+        return torch.linalg.norm(state["pos"] - goal["pos"], dim=-1)
+
+    def rollout(self, state, actions):
+        self.calls.append(actions.clone())
+        return super().rollout(state, actions)
+
+
+def origin(dim: int = 2):
+    return {"pos": torch.zeros(1, dim)}
+
+
+def true_return(model: PointMass, state, plan: torch.Tensor) -> float:
+    _, rewards = WorldModel.rollout(model, state, plan[None])
+    return float(rewards.sum())
+
+
+SMALL = dict(horizon=8, samples=200, iterations=6, elites=20)
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi"])
+def test_finds_saturated_first_action_towards_goal(name):
+    # the goal needs several full-speed steps on both axes: the first action is (1, -1)
+    model = PointMass([0.35, -0.25])
+    plan = make_planner(name, **SMALL).plan(model, origin(), None)
+    assert plan.shape == (8, 2)
+    assert plan[0, 0] > 0.9 and plan[0, 1] < -0.9, plan[0]
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi"])
+def test_finds_interior_optimum(name):
+    # a goal half a step away: the best first action lands on it (0.5), not at the bound.
+    # MPPI's precision is bounded by its fixed noise, so it gets a smaller one here.
+    model = PointMass([0.05])
+    extra = {"noise_std": 0.3} if name == "mppi" else {}
+    plan = make_planner(name, horizon=3, samples=200, iterations=6, elites=10, **extra).plan(model, origin(1), None)
+    assert abs(float(plan[0, 0]) - 0.5) < 0.08, plan[:, 0]
+
+
+def test_goal_objective_uses_goal_distance():
+    model = PointMass([9.0, 9.0])  # the reward points elsewhere; only the goal state counts
+    goal = {"pos": torch.tensor([[-10.0, 10.0]])}
+    plan = make_planner("cem", objective="goal", **SMALL).plan(model, origin(), goal)
+    assert plan[0, 0] < -0.9 and plan[0, 1] > 0.9, plan[0]
+    with pytest.raises(ValueError, match="goal"):
+        make_planner("cem", objective="goal").plan(model, origin(), None)
+
+
+def test_random_shooting_is_worse_than_cem():
+    dim = 6
+    model = PointMass([10.0] * dim)
+    optimum = true_return(model, origin(dim), torch.ones(10, dim))
+    gaps = {}
+    for name in ("cem", "random"):  # same budget: 3 batches of 100 sequences
+        gaps[name] = [optimum - true_return(model, origin(dim), make_planner(
+            name, horizon=10, samples=100, iterations=3, elites=10, seed=seed).plan(model, origin(dim), None))
+            for seed in range(3)]
+    assert max(gaps["cem"]) < min(gaps["random"])
+    assert np.mean(gaps["cem"]) < 0.75 * np.mean(gaps["random"])
+
+
+def test_one_batched_rollout_per_iteration():
+    model = PointMass([1.0, 1.0])
+    for name in PLANNERS:
+        model.calls.clear()
+        make_planner(name, horizon=5, samples=40, iterations=3, elites=5).plan(model, origin(), None)
+        assert [tuple(c.shape) for c in model.calls] == [(40, 5, 2)] * 3, name
+
+
+def test_warm_start_shift():
+    model = PointMass([0.3, -0.2])
+    planner = make_planner("cem", horizon=6, samples=32, iterations=2, elites=4)
+    assert torch.equal(planner.initial_mean(2), torch.zeros(6, 2))
+    plan = planner.plan(model, origin(), None)
+    assert torch.equal(planner.initial_mean(2), torch.cat([plan[1:], plan[-1:]]))
+    planner.advance(2)
+    assert torch.equal(planner.initial_mean(2), torch.cat([plan[2:], plan[-1:], plan[-1:]]))
+    planner.reset()
+    assert torch.equal(planner.initial_mean(2), torch.zeros(6, 2))
+    cold = make_planner("cem", horizon=6, samples=32, iterations=2, elites=4, warm_start=False)
+    cold.plan(model, origin(), None)
+    assert torch.equal(cold.initial_mean(2), torch.zeros(6, 2))
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi", "random"])
+def test_warm_start_speeds_convergence(name):
+    dim, horizon = 4, 10
+    model = PointMass([5.0] * dim)
+    settings = dict(horizon=horizon, samples=24, iterations=1, elites=4)
+    warm = make_planner(name, **settings)
+    # converge once (many iterations), execute the first action, then replan with a single iteration
+    warm.settings = PlannerSettings(**{**warm.settings.to_dict(), "iterations": 8})
+    first = warm.plan(model, origin(dim), None)
+    state = model.step(origin(dim), first[:1])
+    warm.settings = PlannerSettings(**{**warm.settings.to_dict(), "iterations": 1})
+    warm_score = true_return(model, state, warm.plan(model, state, None))
+    cold_score = true_return(model, state, make_planner(name, **settings, seed=1).plan(model, state, None))
+    assert warm_score > cold_score
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi", "random"])
+def test_bounds_respected(name):
+    for goal in ([5.0, -5.0], [-5.0, 5.0]):
+        model = PointMass(goal)
+        planner = make_planner(name, action_low=-0.3, action_high=0.5, noise_std=2.0, **SMALL)
+        for _ in range(3):
+            plan = planner.plan(model, origin(), None)
+            assert plan.min() >= -0.3 and plan.max() <= 0.5
+        sampled = torch.cat(model.calls)
+        assert sampled.min() >= -0.3 and sampled.max() <= 0.5
+        # the bound itself is found when the goal lies beyond it
+        if name != "random":
+            assert plan[0].tolist() == pytest.approx([0.5 if g > 0 else -0.3 for g in goal], abs=0.1)
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi", "random"])
+def test_seeded_and_reproducible(name):
+    model = PointMass([0.4, 0.1])
+    a = make_planner(name, seed=7, **SMALL)
+    b = make_planner(name, seed=7, **SMALL)
+    c = make_planner(name, seed=8, **SMALL)
+    pa, pb, pc = (p.plan(model, origin(), None) for p in (a, b, c))
+    assert torch.equal(pa, pb)
+    assert not torch.equal(pa, pc)
+    a.reset()
+    assert torch.equal(a.plan(model, origin(), None), pa)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="elites"):
+        make_planner("cem", samples=10, elites=20)
+    with pytest.raises(ValueError, match="unknown planner setting"):
+        make_planner("cem", horizn=3)
+    with pytest.raises(ValueError, match="unknown planner"):
+        make_planner("ilqr")
+    with pytest.raises(ValueError, match="objective"):
+        make_planner("mppi", objective="value")
+
+
+# ---- the MuJoCo oracle -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["reach", "push"])
+def test_oracle_rollout_equals_env(task):
+    from embodied.models.oracle import MujocoOracle
+    from envs import make_task
+
+    env = make_task(task, obs_type="state")
+    env.reset(seed=3)
+    oracle = MujocoOracle(env)
+    start = env.get_state()
+    rng = np.random.default_rng(0)
+    actions = torch.as_tensor(rng.uniform(-1, 1, (3, 8, env.action_space.shape[0])), dtype=torch.float32)
+    final, rewards = oracle.rollout(oracle.state_from_env(env), actions)
+    n = oracle._nphys
+    stepped = oracle.state_from_env(env)
+    for i in range(3):
+        env.set_state(start)
+        real = [env.step(a)[1] for a in actions[i].numpy()]
+        np.testing.assert_array_equal(rewards[i].numpy(), np.float32(real))
+        np.testing.assert_array_equal(final["sim"][i, :n].numpy(), env.get_state()[:n])
+    # step() replays the env exactly too
+    env.set_state(start)
+    for a in actions[0].numpy():
+        env.step(a)
+        stepped = oracle.step(stepped, torch.as_tensor(a)[None])
+    np.testing.assert_array_equal(stepped["sim"][0].numpy(), env.get_state())
+    env.close()
+
+
+@pytest.mark.parametrize("task", ["reach", "push"])
+def test_goal_image_solves_the_task(task):
+    from envs import make_task
+
+    env = make_task(task, obs_type="pixels_proprio")
+    env.reset(seed=5)
+    before = env.get_state()
+    obs, sim = goal_observation(env)
+    np.testing.assert_array_equal(env.get_state(), before)  # the env is left as it was
+    assert obs["pixels"].shape == (64, 64, 3) and obs["proprio"].shape == env.proprio_space.shape
+    env.set_state(sim)
+    assert env._info()["is_success"]
+    env.close()
+
+
+# ---- closed loop ------------------------------------------------------------------
+
+
+class PixelPointMassEnv(gym.Env):
+    """A stand-in robot: any gymnasium.Env with pixels + proprio observations."""
+
+    def __init__(self, goal=(0.5, -0.3), max_steps=15):
+        self.goal = np.asarray(goal, dtype=np.float32)
+        self.max_steps = max_steps
+        self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.observation_space = gym.spaces.Dict({
+            "pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
+
+    def _obs(self):
+        return {"pixels": np.full((8, 8, 3), self.t, np.uint8), "proprio": self.pos.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.t = self.np_random.uniform(-0.2, 0.2, 2).astype(np.float32), 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = self.pos + np.clip(action, -1, 1) * 0.1
+        self.t += 1
+        dist = float(np.linalg.norm(self.pos - self.goal))
+        return self._obs(), -dist, False, self.t >= self.max_steps, {"is_success": dist < 0.05}
+
+
+class RecordingPointMass(PointMass):
+    context = 3
+
+    def __init__(self, goal):
+        super().__init__(goal)
+        self.encoded = []
+
+    def encode(self, frames, actions, proprio=None):
+        self.encoded.append((frames.clone(), actions.clone(), proprio.clone()))
+        return super().encode(frames, actions, proprio)
+
+
+def test_closed_loop_learned_model_on_any_gym_env(tmp_path):
+    env = PixelPointMassEnv()
+    model = RecordingPointMass(env.goal)
+    result = run_mpc(env, model, make_planner("cem"), episodes=2, seed=0, control_hz=1000.0, video_dir=tmp_path,
+                     videos=1)
+    assert result["success_rate"] == 1.0 and result["episodes"] == 2
+    assert 0 <= result["deadline_miss_rate"] <= 1
+    assert result["ms_per_action_p95"] >= result["ms_per_action_median"] > 0
+    # the model saw only real observations: a padded window of T frames, T-1 actions, T proprio
+    frames, actions, proprio = model.encoded[0]
+    assert frames.shape == (1, 3, 8, 8, 3) and frames.dtype == torch.uint8
+    assert actions.shape == (1, 2, 2) and not actions.any()
+    assert proprio.shape == (1, 3, 2)
+    frames, actions, proprio = model.encoded[5]
+    assert frames[0, :, 0, 0, 0].tolist() == [3, 4, 5]  # the last three frames, in order
+    assert len(list(tmp_path.iterdir())) == 1  # one video, first episode only
+
+
+def test_history_padding():
+    h = ObsHistory(context=4)
+    h.reset({"pixels": np.zeros((2, 2, 3), np.uint8), "proprio": np.ones(2, np.float32)}, action_dim=1)
+    h.push([0.5], {"pixels": np.full((2, 2, 3), 9, np.uint8), "proprio": np.zeros(2, np.float32)})
+    frames, actions, proprio = h.tensors()
+    assert frames[0, :, 0, 0, 0].tolist() == [0, 0, 0, 9]
+    assert actions[0, :, 0].tolist() == [0, 0, 0.5]
+    assert proprio[0, :, 0].tolist() == [1, 1, 1, 0]
+
+
+def _random_return(env, episodes, seed, steps):
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for ep in range(episodes):
+        env.reset(seed=seed + ep)
+        for _ in range(steps):
+            total += env.step(rng.uniform(-1, 1, env.action_space.shape))[1]
+    return total / episodes
+
+
+@pytest.mark.parametrize("objective", ["reward", "goal"])
+def test_closed_loop_oracle_reach_beats_random(objective):
+    from embodied.models.oracle import MujocoOracle
+    from envs import make_task
+
+    env = make_task("reach", obs_type="pixels_proprio")
+    oracle = MujocoOracle(env)
+    planner = make_planner("cem", horizon=8, samples=48, iterations=2, elites=6, objective=objective)
+    result = run_mpc(env, oracle, planner, episodes=2, seed=0, max_steps=20)
+    random_return = _random_return(env, 2, 0, 20)
+    assert result["return_mean"] > random_return + 0.5, (result["return_mean"], random_return)
+    assert result["success_any_rate"] > 0
+    env.close()
+
+
+def test_plan_command_writes_plan_json(tmp_path):
+    from embodied.cli import main
+
+    out = tmp_path / "run"
+    code = main(["plan", "--task", "reach", "--model", "mujoco", "--planner", "mppi", "--episodes", "1",
+                 "--max-steps", "4", "--horizon", "4", "--samples", "16", "--iterations", "1",
+                 "--control-hz", "5", "--videos", "1", "--no-progress", "--out", str(out)])
+    assert code == 0
+    data = json.loads((out / "plan.json").read_text())
+    for key in ("success_rate", "return_mean", "ms_per_action_median", "ms_per_action_p95", "deadline_miss_rate"):
+        assert isinstance(data[key], float), key
+    assert data["planner_settings"]["samples"] == 16 and data["oracle"] is True
+    assert data["command"].startswith("embodied plan")
+    assert [p.suffix for p in (out / "videos").iterdir()] in ([".mp4"], [".gif"])
+    assert main(["plan", "--model", str(tmp_path / "missing"), "--no-progress"]) == 2
