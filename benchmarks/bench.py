@@ -146,7 +146,7 @@ def bench_planning(model_name: str, planner: str, task: str, actions: int, threa
         model = build_model({"arch": model_name}, spec).eval()
         frames, acts, proprio = _context_batch(model, spec, 1)
         state_fn = lambda: model.encode(frames, acts, proprio)  # noqa: E731
-    plan = make_planner(planner)
+    plan = make_planner(planner, task=task)
     times = []
     with torch.no_grad():
         for i in range(actions + 2):

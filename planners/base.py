@@ -179,7 +179,8 @@ class Planner:
             scale[1:] = freqs[1:] ** (-beta / 2)
             scale[0] = scale[1]
             shape = (n, mean.shape[1], len(freqs))
-            spec = torch.complex(torch.randn(shape, generator=self.generator), torch.randn(shape, generator=self.generator))
+            real = torch.randn(shape, generator=self.generator)
+            spec = torch.complex(real, torch.randn(shape, generator=self.generator))
             noise = torch.fft.irfft(spec * scale, n=horizon, dim=-1)
             noise = (noise / noise.std(dim=-1, keepdim=True).clamp_min(1e-8)).transpose(1, 2).to(mean.dtype)
         return mean + noise * std
@@ -191,7 +192,7 @@ class Planner:
         return s.action_low + u * (s.action_high - s.action_low)
 
     def score(self, model: WorldModel, state: State, actions: torch.Tensor, goal: State | None = None) -> torch.Tensor:
-        """Objective of each sequence in ``actions`` (N, H, A), clamped to the bounds first: higher is better, shape (N,)."""
+        """Objective (N,) of each sequence in ``actions`` (N, H, A), clamped to the bounds first; higher is better."""
         s = self.settings
         final, rewards = model.rollout(state, self.clamp(actions.float()))
         rewards = torch.as_tensor(rewards, dtype=torch.float32)

@@ -193,7 +193,8 @@ def goal_state(env, model: WorldModel) -> State:
 # ---------------------------------------------------------------------------
 
 
-def _imagined_frames(model: WorldModel, state: State, plan: torch.Tensor, k: int) -> tuple[list[np.ndarray], np.ndarray]:
+def _imagined_frames(model: WorldModel, state: State, plan: torch.Tensor,
+                     k: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Decoded model frames after each of the first ``k`` planned actions, and at the plan's end."""
     with torch.no_grad():
         s, nexts = state, []
@@ -365,7 +366,8 @@ def write_video(stem: Path, frames: list[np.ndarray], fps: int = 20, scale: int 
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     frames = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
-    for suffix, kwargs in ((".mp4", {"fps": fps, "macro_block_size": 1}), (".gif", {"duration": 1000 / fps, "loop": 0})):
+    formats = ((".mp4", {"fps": fps, "macro_block_size": 1}), (".gif", {"duration": 1000 / fps, "loop": 0}))
+    for suffix, kwargs in formats:
         path = stem.with_suffix(suffix)
         tmp = path.with_name(f".{path.stem}.tmp{suffix}")
         try:
@@ -394,17 +396,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default runs/plan/<task>_<model>_<planner>)")
     parser.add_argument("--control-hz", type=float, default=None,
                         help="control rate: report the share of steps whose planning missed 1/F seconds")
-    parser.add_argument("--horizon", type=int, default=None, help="planning horizon (default 12)")
-    parser.add_argument("--samples", type=int, default=None, help="sequences per iteration (default 128)")
+    parser.add_argument("--horizon", type=int, default=None, help="planning horizon (default 12; 20 on push)")
+    parser.add_argument("--samples", type=int, default=None, help="sequences per iteration (default 128; 96 on push)")
     parser.add_argument("--iterations", type=int, default=None, help="refinement rounds per action (default 3)")
-    parser.add_argument("--elites", type=int, default=None, help="CEM elites (default 12, or samples/10 with --samples)")
+    parser.add_argument("--elites", type=int, default=None,
+                        help="CEM elites (default 12, or samples/10 with --samples)")
     parser.add_argument("--objective", choices=["reward", "goal"], default="reward",
                         help="maximise the model's reward, or approach the encoded goal image in latent space")
     parser.add_argument("--replan-every", type=int, default=1, help="actions executed per plan")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode (default: the task's)")
     parser.add_argument("--videos", type=int, default=2, help="episodes to record as video (0: none)")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads for planning (1 is fastest on a busy 2-core machine)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads while planning (default 1: on a busy 2-core machine two threads "
+                             "made a learned-model plan ~10x slower); 0 keeps torch's default")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -447,15 +451,23 @@ def run(args) -> int:
     from envs.registry import canonical_task
 
     task = canonical_task(args.task)
+    threads = torch.get_num_threads()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    try:
+        return _run(args, task)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args, task: str) -> int:
     model_name = "mujoco" if args.model == "mujoco" else Path(args.model).name
     out = Path(args.out or Path("runs") / "plan" / f"{task}_{model_name}_{args.planner}")
     elites = args.elites
     if elites is None and args.samples is not None:  # keep the default 10% elite fraction
         elites = max(2, min(args.samples, args.samples // 10))
-    planner = make_planner(args.planner, horizon=args.horizon, samples=args.samples, iterations=args.iterations,
-                           elites=elites, objective=args.objective, seed=args.seed)
+    planner = make_planner(args.planner, task=task, horizon=args.horizon, samples=args.samples,
+                           iterations=args.iterations, elites=elites, objective=args.objective, seed=args.seed)
     env, model = load_model(args.model, task)
     try:
         result = run_mpc(env, model, planner, episodes=args.episodes, seed=args.seed, control_hz=args.control_hz,
@@ -463,7 +475,8 @@ def run(args) -> int:
                          replan_every=args.replan_every, videos=args.videos, progress=not args.no_progress)
     finally:
         env.close()
-    result = {"task": task, "model": args.model, "oracle": bool(getattr(model, "is_oracle", False)),
+    model_ref = args.model if args.model == "mujoco" else str(Path(args.model).resolve())
+    result = {"task": task, "model": model_ref, "oracle": bool(getattr(model, "is_oracle", False)),
               "objective": args.objective, "seed": args.seed, **result,
               "command": _command_line(args),
               "torch_threads": torch.get_num_threads()}

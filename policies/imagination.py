@@ -37,7 +37,6 @@ return is in the task's own units.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

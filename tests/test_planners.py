@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from embodied.models.base import WorldModel
-from planners import PLANNERS, PlannerSettings, make_planner
+from planners import PLANNERS, TASK_DEFAULTS, PlannerSettings, make_planner
 from planners.mpc import ObsHistory, goal_observation, run_mpc
 
 
@@ -178,6 +178,12 @@ def test_settings_are_checked():
         make_planner("ilqr")
     with pytest.raises(ValueError, match="objective"):
         make_planner("mppi", objective="value")
+
+
+def test_task_defaults():
+    assert make_planner("cem", task="push").settings.horizon == TASK_DEFAULTS["push"]["horizon"]
+    assert make_planner("cem", task="push", horizon=5, samples=None).settings.horizon == 5
+    assert make_planner("cem", task="reach").settings == make_planner("cem").settings
 
 
 # ---- the MuJoCo oracle -------------------------------------------------------------
