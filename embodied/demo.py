@@ -68,6 +68,8 @@ def run(args) -> int:
         print(f"  CEM with {n:7s} success {p['success_rate']:.0%}  return {p['return_mean']:.2f}  "
               f"{p['ms_per_action_median']:.0f} ms/action")
     for probe, body in validation["probes"].items():
-        print(f"  probe {probe:18s} score model {body['score']['model']:.0f} / 100")
+        score = body["score"]["model"]
+        shown = "n/a (probe did not separate the baselines)" if score is None else f"{score:.0f} / 100"
+        print(f"  probe {probe:18s} model score {shown}")
     print(f"  report: {(out / 'validation' / 'report.html').resolve()}")
     return 0

@@ -13,6 +13,12 @@ they can be compared on equal terms:
 * :func:`foreground_weighted_mse`: pixel MSE where pixels away from the floor
   colour weigh ``fg_weight`` times more; small moving parts (a 5-pixel pusher)
   otherwise cost almost nothing and the model learns to paint the floor.
+* :class:`LearnedWorldModel`: what both models share, including the
+  compositing decoder (``composite=True``): the decoder outputs colour and a
+  mask and paints over the last real context frame, carried in the state as
+  ``ref`` (B,H,W,3) uint8. Static scenery then costs nothing to model and the
+  capacity goes to what moves; without it the models measured blurry (PSNR@8
+  18.9 dB against copy-last's 21.3, the pusher lost) after the same budget.
 """
 from __future__ import annotations
 

@@ -31,7 +31,15 @@ from embodied.models.codec import FLOOR_RGB, ConvEncoder, LearnedWorldModel, Pro
 
 @dataclass
 class RecurrentConfig:
-    """Defaults are the recipe measured on push (see the issue note for the numbers)."""
+    """Defaults are the recipe measured on push.
+
+    Training that reached the push targets (held-out, 4 real context frames,
+    horizon 8: PSNR 26.5 dB vs copy-last 21.3, pusher error 3.7 px vs 8.9):
+    batch 16, seq_len 12 (4 context + 8 open-loop frames), AdamW lr 1e-3,
+    weight decay 1e-4, 100 warm-up steps then cosine to 0.1x, grad-norm clip
+    100, ~1500 steps (900 s at ~310 frames/s on a heavily shared 2-core box,
+    one torch thread). The open-loop horizon trained is ``seq_len - context``.
+    """
 
     context: int = 4            # real frames ``encode`` expects (evaluation and training split)
     channels: int = 16          # conv width of the first encoder stage (doubles per stage)

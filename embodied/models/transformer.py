@@ -41,7 +41,15 @@ from embodied.models.codec import FLOOR_RGB, ConvEncoder, LearnedWorldModel, Pro
 
 @dataclass
 class TransformerConfig:
-    """Defaults are the recipe measured on push (see the issue note for the numbers)."""
+    """Defaults are the recipe measured on push.
+
+    Training that reached the push targets (held-out, 4 real context frames,
+    horizon 8: PSNR 26.9 dB vs copy-last 21.3, pusher error 3.8 px vs 8.9):
+    batch 16, seq_len 12 (4 context + 8 open-loop frames; must not exceed
+    ``window``), AdamW lr 1e-3, weight decay 1e-4, 100 warm-up steps then cosine
+    to 0.1x, grad-norm clip 100, ~1700 steps (900 s at ~340 frames/s on a
+    heavily shared 2-core box, one torch thread).
+    """
 
     context: int = 4            # real frames ``encode`` expects (evaluation and training split)
     window: int = 12            # frames kept in the context window (tokens: 2*window-1)
