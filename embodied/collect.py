@@ -120,7 +120,7 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--task", default="push", help="reach | push | occlusion | any Gymnasium MuJoCo id")
-    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--policy", default="mixed", choices=["random", "scripted", "mixed"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
