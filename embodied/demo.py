@@ -16,7 +16,7 @@ from embodied.errors import UserError
 
 SCALES = {
     # episodes to collect, training overrides, MPC episodes, validation preset
-    "demo": {"episodes": 150, "train": ["train.steps=1500"], "plan_episodes": 6, "probes": "quick"},
+    "demo": {"episodes": 150, "train": ["train.steps=1500", "train.batch=8"], "plan_episodes": 4, "probes": "quick"},
     "full": {"episodes": 400, "train": [], "plan_episodes": 20, "probes": "full"},
 }
 
