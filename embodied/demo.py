@@ -64,8 +64,9 @@ def run(args) -> int:
     print(f"  world model ({args.arch}): held-out PSNR@8 {metrics['heldout.psnr_h8']:.1f} dB "
           f"(copy-last {metrics['heldout.copy_last_psnr_h8']:.1f}), body error@8 {metrics['heldout.body_err_h8']:.1f} px "
           f"(copy-last {metrics['heldout.copy_last_body_err_h8']:.1f})")
+    labels = {"model": "CEM, learned model", "mujoco": "CEM, MuJoCo oracle", "random": "random shooting, learned model"}
     for n, p in plans.items():
-        print(f"  CEM with {n:7s} success {p['success_rate']:.0%}  return {p['return_mean']:.2f}  "
+        print(f"  {labels[n]:31s} success {p['success_rate']:.0%}  return {p['return_mean']:.2f}  "
               f"{p['ms_per_action_median']:.0f} ms/action")
     for probe, body in validation["probes"].items():
         score = body["score"]["model"]
