@@ -44,7 +44,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.mujoco_base import MujocoRenderer, ObjectSpec, check_action, get_sim_state, set_sim_state
+from envs.mujoco_base import CameraRendering, MujocoRenderer, ObjectSpec, check_action, get_sim_state, set_sim_state
 
 _QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,
               int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
@@ -90,7 +90,7 @@ def default_camera(model: mujoco.MjModel, cam_config: dict | None = None) -> muj
     return cam
 
 
-class GymMujocoPixels(gym.Env):
+class GymMujocoPixels(CameraRendering, gym.Env):
     """A registered Gymnasium MuJoCo env with pixel observations, state round trip and objects.
 
     Args:
@@ -229,19 +229,6 @@ class GymMujocoPixels(gym.Env):
         self._steps += 1
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         return self._obs(), float(reward), bool(terminated), bool(truncated), self._info(info)
-
-    def render_frame(self) -> np.ndarray:
-        """The current camera image, uint8 (H, W, 3)."""
-        return self.render_data(self.data)
-
-    def render_data(self, data: mujoco.MjData) -> np.ndarray:
-        """The camera image of any MjData of this env's model."""
-        if self._renderer is None:
-            self._renderer = MujocoRenderer(self.model, self.height, self.width, self.camera)
-        return self._renderer.render(data)
-
-    def render(self):
-        return self.render_frame() if self.render_mode == "rgb_array" else None
 
     def world_to_pixel(self, xyz) -> np.ndarray:
         """(col, row) pixel coordinates of world points (..., 3) as seen by the render camera."""

@@ -95,7 +95,24 @@ class MujocoRenderer:
         self._renderer.close()
 
 
-class MujocoTaskEnv(gym.Env):
+class CameraRendering:
+    """render_frame / render_data / render for an env with model, data, width, height, camera and _renderer."""
+
+    def render_frame(self) -> np.ndarray:
+        """The current camera image, uint8 (H, W, 3)."""
+        return self.render_data(self.data)
+
+    def render_data(self, data: mujoco.MjData) -> np.ndarray:
+        """The camera image of any MjData of this env's model (used by the oracle)."""
+        if self._renderer is None:
+            self._renderer = MujocoRenderer(self.model, self.height, self.width, self.camera)
+        return self._renderer.render(data)
+
+    def render(self):
+        return self.render_frame() if self.render_mode == "rgb_array" else None
+
+
+class MujocoTaskEnv(CameraRendering, gym.Env):
     """Base class of the planar tabletop tasks (Reach, Push, Occlusion).
 
     Subclasses set the class attributes and implement ``_reset_task``,
@@ -178,8 +195,9 @@ class MujocoTaskEnv(gym.Env):
             return pixels
         return {"pixels": pixels, "proprio": self.proprio().astype(np.float32)}
 
-    def _info(self) -> dict:
-        reward, success = self.reward_from_sensors(self.data.sensordata)
+    def _info(self, success: bool | None = None) -> dict:
+        if success is None:
+            _, success = self.reward_from_sensors(self.data.sensordata)
         return {"objects": self.object_positions(), "is_success": bool(success),
                 "proprio": self.proprio().astype(np.float32)}
 
@@ -200,20 +218,7 @@ class MujocoTaskEnv(gym.Env):
         self._steps += 1
         reward, success = self.reward_from_sensors(self.data.sensordata)
         truncated = self._steps >= self.max_episode_steps
-        return self._obs(), float(reward), False, bool(truncated), self._info()
-
-    def render_frame(self) -> np.ndarray:
-        """The current camera image, uint8 (H, W, 3)."""
-        return self.render_data(self.data)
-
-    def render_data(self, data: mujoco.MjData) -> np.ndarray:
-        """The camera image of any MjData of this env's model (used by the oracle)."""
-        if self._renderer is None:
-            self._renderer = MujocoRenderer(self.model, self.height, self.width, self.camera)
-        return self._renderer.render(data)
-
-    def render(self):
-        return self.render_frame() if self.render_mode == "rgb_array" else None
+        return self._obs(), float(reward), False, bool(truncated), self._info(success)
 
     def get_state(self) -> np.ndarray:
         """Physics state, solver warm start and episode step counter, as one float64 vector."""

@@ -318,6 +318,20 @@ class LearnedWorldModel(WorldModel):
         """State entries carrying the reference frame (the last real frame) for the compositing decoder."""
         return {"ref": frames[:, -1].to(self.pnorm.mean.device).to(torch.uint8)} if self.cfg.composite else {}
 
+    def features(self, state: dict) -> torch.Tensor:
+        """The latent feature vector (B, D) of a state: what the heads and the decoder read."""
+        raise NotImplementedError
+
+    def decode(self, state: dict) -> torch.Tensor:
+        return self._decode_feat(self.features(state), state)
+
+    def reward(self, state: dict) -> torch.Tensor:
+        return self.rnorm.inverse(self.reward_head(self.features(state)))[:, 0]
+
+    def proprio(self, state: dict) -> torch.Tensor:
+        """Predicted proprio (B,P) of the state, in the dataset's units."""
+        return self.pnorm.inverse(self.proprio_head(self.features(state)))
+
     def _decode_feat(self, feat: torch.Tensor, state: dict) -> torch.Tensor:
         ref = frames_to_float(state["ref"]) if self.cfg.composite else None
         return float_to_frames(self._render(feat, ref))

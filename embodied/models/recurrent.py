@@ -124,7 +124,8 @@ class RecurrentWorldModel(LearnedWorldModel):
         return hs, zs, posts, priors
 
     @staticmethod
-    def _feat(state: State) -> torch.Tensor:
+    def features(state: State) -> torch.Tensor:
+        """The latent feature vector (B, D) the heads and the decoder read."""
         return torch.cat([state["h"], state["z"]], -1)
 
     # -- interface ------------------------------------------------------------------------------
@@ -141,19 +142,9 @@ class RecurrentWorldModel(LearnedWorldModel):
         h = self._deter(state["h"], state["z"], a)
         return {"h": h, "z": self._dist(self.prior_net(h))[0], **{k: v for k, v in state.items() if k == "ref"}}
 
-    def decode(self, state: State) -> torch.Tensor:
-        return self._decode_feat(self._feat(state), state)
-
-    def reward(self, state: State) -> torch.Tensor:
-        return self.rnorm.inverse(self.reward_head(self._feat(state)))[:, 0]
-
-    def proprio(self, state: State) -> torch.Tensor:
-        """Predicted proprio (B,P) of the state, in the dataset's units."""
-        return self.pnorm.inverse(self.proprio_head(self._feat(state)))
-
     def goal_distance(self, state: State, goal: State) -> torch.Tensor:
         goal = repeat_state(goal, state["h"].shape[0])
-        return (self.embed_head(self._feat(state)) - self.embed_head(self._feat(goal))).norm(dim=-1)
+        return (self.embed_head(self.features(state)) - self.embed_head(self.features(goal))).norm(dim=-1)
 
     # -- training -----------------------------------------------------------------------------
     def loss(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict]:

@@ -176,7 +176,8 @@ class TransformerWorldModel(LearnedWorldModel):
         return [(state[f"k{i}"], state[f"v{i}"]) for i in range(self.cfg.layers)]
 
     @staticmethod
-    def _pending(state: State) -> torch.Tensor:
+    def features(state: State) -> torch.Tensor:
+        """The latent feature vector (B, D) the heads and the decoder read."""
         return state["f"] if "f" in state else state["fwin"][:, -1]
 
     # -- interface ------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class TransformerWorldModel(LearnedWorldModel):
 
     def step(self, state: State, action: torch.Tensor) -> State:
         extra = {k: v for k, v in state.items() if k == "ref"}
-        f = self._pending(state)
+        f = self.features(state)
         a = action.float().reshape(f.shape[0], self.action_dim).clamp(-1, 1)
         if not self.use_cache:
             fwin = state["fwin"]
@@ -211,19 +212,9 @@ class TransformerWorldModel(LearnedWorldModel):
         hidden, past = self._run(self._tokens(f[:, None], a[:, None]), self._past(state), state["pos"])
         return {**self._cache_state(f + self.out(hidden[:, -1]), state["pos"] + 2, self._limit(past)), **extra}
 
-    def decode(self, state: State) -> torch.Tensor:
-        return self._decode_feat(self._pending(state), state)
-
-    def reward(self, state: State) -> torch.Tensor:
-        return self.rnorm.inverse(self.reward_head(self._pending(state)))[:, 0]
-
-    def proprio(self, state: State) -> torch.Tensor:
-        """Predicted proprio (B,P) of the state, in the dataset's units."""
-        return self.pnorm.inverse(self.proprio_head(self._pending(state)))
-
     def goal_distance(self, state: State, goal: State) -> torch.Tensor:
-        f = self._pending(state)
-        g = self._pending(repeat_state(goal, f.shape[0]))
+        f = self.features(state)
+        g = self.features(repeat_state(goal, f.shape[0]))
         return (f - g).norm(dim=-1)
 
     # -- training -----------------------------------------------------------------------------
