@@ -33,36 +33,58 @@ def _init_worker(task: str, size: int) -> None:
     _WORKER["env"] = make_task(task, obs_type="pixels_proprio", width=size, height=size)
 
 
+class EpisodeBuffer:
+    """One episode in the dataset layout (see :mod:`embodied.data`), filled step by step.
+
+    Used by the collecting policies here and by ``embodied plan --record`` (real
+    MPC episodes: on-policy data where a model's mistakes showed).
+    """
+
+    def __init__(self, env, obs: dict, info: dict):
+        self.env = env
+        self.frames, self.proprio, self.states = [obs["pixels"]], [obs["proprio"]], [env.get_state()]
+        self.objects = {k: [v] for k, v in info["objects"].items()}
+        self.actions, self.rewards, self.terminated = [], [], []
+        self.success = bool(info.get("is_success", False))
+
+    def add(self, action, obs: dict, reward: float, terminated: bool, info: dict) -> None:
+        """Record one env step: the action taken and what it led to."""
+        self.frames.append(obs["pixels"])
+        self.proprio.append(obs["proprio"])
+        self.states.append(self.env.get_state())
+        for k, v in info["objects"].items():
+            self.objects[k].append(v)
+        self.actions.append(np.asarray(action, dtype=np.float32))
+        self.rewards.append(reward)
+        self.terminated.append(terminated)
+        self.success = self.success or bool(info.get("is_success", False))
+
+    def episode(self, seed: int, label: str) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, metadata) as ``write_episode`` takes them."""
+        arrays = {"observation.image": np.stack(self.frames),
+                  "observation.state": np.stack(self.proprio).astype(np.float32),
+                  "action": np.stack(self.actions), "reward": np.asarray(self.rewards, np.float32),
+                  "terminated": np.asarray(self.terminated, np.uint8), "sim_state": np.stack(self.states)}
+        arrays |= {f"objects.{k}": np.stack(v) for k, v in self.objects.items()}
+        meta = {"task": self.env.task_name, "seed": seed, "policy": label, "length": len(self.actions),
+                "success": self.success}
+        return arrays, meta
+
+
 def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], dict]:
     """Run one episode of ``policy`` from ``env.reset(seed=seed)``; returns arrays and metadata."""
     from policies.scripted import make_policy
 
     obs, info = env.reset(seed=seed)
     act, label = make_policy(policy, env, np.random.default_rng(seed + 7919))
-    frames, proprio, states = [obs["pixels"]], [obs["proprio"]], [env.get_state()]
-    objects = {k: [v] for k, v in info["objects"].items()}
-    actions, rewards, terminated = [], [], []
-    success = bool(info.get("is_success", False))
+    buffer = EpisodeBuffer(env, obs, info)
     while True:
         action = np.asarray(act(), dtype=np.float32)
         obs, reward, term, trunc, info = env.step(action)
-        frames.append(obs["pixels"])
-        proprio.append(obs["proprio"])
-        states.append(env.get_state())
-        for k, v in info["objects"].items():
-            objects[k].append(v)
-        actions.append(action)
-        rewards.append(reward)
-        terminated.append(term)
-        success = success or bool(info.get("is_success", False))
+        buffer.add(action, obs, reward, term, info)
         if term or trunc:
             break
-    arrays = {"observation.image": np.stack(frames), "observation.state": np.stack(proprio).astype(np.float32),
-              "action": np.stack(actions), "reward": np.asarray(rewards, np.float32),
-              "terminated": np.asarray(terminated, np.uint8), "sim_state": np.stack(states)}
-    arrays |= {f"objects.{k}": np.stack(v) for k, v in objects.items()}
-    meta = {"task": env.task_name, "seed": seed, "policy": label, "length": len(actions), "success": success}
-    return arrays, meta
+    return buffer.episode(seed, label)
 
 
 def _collect_one(out: str, seed: int, policy: str) -> int:

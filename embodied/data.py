@@ -160,6 +160,13 @@ class Episode:
         return self.actions.shape[0]
 
 
+def _objects_in_manifest_order(arrays: dict, manifest: dict) -> dict[str, np.ndarray]:
+    """``objects.<name>`` tracks of one episode, ordered as the manifest lists the task's objects."""
+    names = [o["name"] for o in manifest.get("objects", [])]
+    names += sorted(k.split(".", 1)[1] for k in arrays if k.startswith("objects.") and k.split(".", 1)[1] not in names)
+    return {n: arrays[f"objects.{n}"] for n in names if f"objects.{n}" in arrays}
+
+
 class Dataset:
     """An episode dataset held in memory, split by seed into train and held-out episodes."""
 
@@ -191,7 +198,7 @@ class Dataset:
         return Episode(seed=int(meta["seed"]), frames=torch.from_numpy(a["observation.image"]),
                        proprio=torch.from_numpy(a["observation.state"]), actions=torch.from_numpy(a["action"]),
                        rewards=torch.from_numpy(a["reward"]), sim_states=a["sim_state"],
-                       objects={k.split(".", 1)[1]: v for k, v in a.items() if k.startswith("objects.")})
+                       objects=_objects_in_manifest_order(a, self.manifest))
 
     @property
     def task(self) -> str:
@@ -208,7 +215,10 @@ class WindowSampler:
     """Random (B, T) windows from a list of episodes, optionally one shard per distributed rank.
 
     A window holds T frames and proprio readings, the T-1 actions between them
-    and the T-1 rewards of arriving at frames 1..T-1.
+    and the T-1 rewards of arriving at frames 1..T-1; when every episode has
+    object tracks, also their planar world positions (T, K, 2) in the
+    dataset's object order (a training-only signal: models never read it when
+    they predict or plan).
     """
 
     def __init__(self, episodes: list[Episode], length: int, rank: int = 0, world_size: int = 1):
@@ -219,11 +229,15 @@ class WindowSampler:
         self.length = length
         counts = np.array([len(e) - length + 2 for e in self.episodes], dtype=np.float64)
         self._probs = counts / counts.sum()
+        names = [tuple(e.objects) for e in self.episodes]
+        self.object_names = list(names[0]) if names[0] and len(set(names)) == 1 else []
 
     def sample(self, batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """frames (B,T,H,W,3) uint8, proprio (B,T,P), actions (B,T-1,A), rewards (B,T-1)."""
+        """frames (B,T,H,W,3) uint8, proprio (B,T,P), actions (B,T-1,A), rewards (B,T-1)[, objects (B,T,K,2)]."""
         idx = rng.choice(len(self.episodes), size=batch, p=self._probs)
         out = {"frames": [], "proprio": [], "actions": [], "rewards": []}
+        if self.object_names:
+            out["objects"] = []
         for i in idx:
             ep = self.episodes[i]
             t = int(rng.integers(0, len(ep) - self.length + 2))
@@ -231,4 +245,7 @@ class WindowSampler:
             out["proprio"].append(ep.proprio[t:t + self.length])
             out["actions"].append(ep.actions[t:t + self.length - 1])
             out["rewards"].append(ep.rewards[t:t + self.length - 1])
+            if self.object_names:
+                xy = np.stack([ep.objects[n][t:t + self.length, :2] for n in self.object_names], 1)
+                out["objects"].append(torch.from_numpy(xy.astype(np.float32)))
         return {k: torch.stack(v) for k, v in out.items()}

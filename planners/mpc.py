@@ -40,6 +40,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from embodied.collect import EpisodeBuffer, dataset_spec
+from embodied.data import atomic_write_json, build_manifest, episode_files, read_episode_meta, write_episode
 from embodied.errors import UserError
 from embodied.models.base import State, WorldModel
 from planners import PLANNERS, Planner, make_planner
@@ -222,7 +224,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
             control_hz: float | None = None, video_dir: str | os.PathLike | None = None,
             state_fn: StateFn | None = None, *, max_steps: int | None = None, replan_every: int = 1,
             goal_fn: Callable[[object, WorldModel], State] | None = None, videos: int = 2,
-            progress: bool = False) -> dict:
+            progress: bool = False, record_dir: str | os.PathLike | None = None) -> dict:
     """Run ``episodes`` of receding-horizon MPC in ``env``; returns the metrics (see :func:`summarise`).
 
     ``state_fn(env, history)`` builds the model state each step (default:
@@ -230,7 +232,8 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
     per episode (needed by ``objective="goal"``; default :func:`goal_state`).
     Episode ``i`` resets the env with ``seed + i`` and the planner with
     ``planner.settings.seed + i``. Videos are written for the first ``videos``
-    episodes when ``video_dir`` is set.
+    episodes when ``video_dir`` is set. With ``record_dir`` every real episode
+    is also added to the dataset there (see :func:`check_record_dir`).
     """
     s = planner.settings
     space = env.action_space
@@ -253,6 +256,9 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
     limit = _episode_limit(env, max_steps)
     history = ObsHistory(getattr(model, "context", 4))
     video_dir = Path(video_dir) if video_dir else None
+    record_dir = Path(record_dir) if record_dir else None
+    if record_dir is not None:
+        check_record_dir(env, record_dir, range(seed, seed + episodes))
 
     bar = None
     if progress:
@@ -272,6 +278,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
             if needs_history:
                 history.reset(obs, action_dim)
             goal = goal_fn(env, model) if goal_fn is not None else None
+            buffer = EpisodeBuffer(env.unwrapped, obs, info) if record_dir is not None else None
             record = ep < videos and video_dir is not None
             frames = []
             ret, steps, success_any, success = 0.0, 0, False, bool(info.get("is_success", False))
@@ -294,6 +301,8 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
                 obs, reward, terminated, truncated, info = env.step(action)
                 if needs_history:
                     history.push(action, obs)
+                if buffer is not None:
+                    buffer.add(action, obs, float(reward), bool(terminated), info)
                 ret += float(reward)
                 steps += 1
                 success = bool(info.get("is_success", False))
@@ -309,10 +318,31 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
                             "success": success, "success_any": success_any})
             if record and frames:
                 write_video(video_dir / f"episode_{ep:03d}", frames, fps=env.metadata.get("render_fps", 20))
+            if buffer is not None:
+                write_episode(record_dir / "episodes" / f"ep_{seed + ep:06d}.safetensors",
+                              *buffer.episode(seed + ep, f"mpc-{planner.name}"))
     finally:
         if bar is not None:
             bar.close()
+        if record_dir is not None:
+            size = int(env.unwrapped.height)
+            atomic_write_json(record_dir / "manifest.json", build_manifest(record_dir, dataset_spec(env.unwrapped.task_name, size)))
     return summarise(records, per_action_ms, plan_ms, missed, control_hz, planner)
+
+
+def check_record_dir(env, record_dir: Path, seeds) -> None:
+    """Refuse ``--record`` into a dataset of another task, or over episodes it already holds."""
+    task = getattr(env.unwrapped, "task_name", None)
+    if task is None or not hasattr(env.unwrapped, "get_state"):
+        raise UserError("--record needs one of the project's tasks (reach, push, occlusion): "
+                        "it stores simulator states and object tracks")
+    existing = episode_files(record_dir)
+    if existing and read_episode_meta(existing[0]).get("task") != task:
+        raise UserError(f"{record_dir}: holds a dataset of another task; choose a --record folder for {task}")
+    taken = sorted(s for s in seeds if (record_dir / "episodes" / f"ep_{s:06d}.safetensors").exists())
+    if taken:
+        raise UserError(f"{record_dir} already holds episodes with seeds {taken[0]}..{taken[-1]}: "
+                        "pick an unused --seed (e.g. 100000)")
 
 
 def summarise(records: list[dict], per_action_ms: list[float], plan_ms: list[float], missed: int,
@@ -406,6 +436,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replan-every", type=int, default=1, help="actions executed per plan")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode (default: the task's)")
     parser.add_argument("--videos", type=int, default=2, help="episodes to record as video (0: none)")
+    parser.add_argument("--record", default=None, metavar="DATASET",
+                        help="also add every real episode to this dataset (on-policy data to retrain the model on)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch intra-op threads while planning (default 1: on a busy 2-core machine two threads "
                              "made a learned-model plan ~10x slower); 0 keeps torch's default")
@@ -472,7 +504,8 @@ def _run(args, task: str) -> int:
     try:
         result = run_mpc(env, model, planner, episodes=args.episodes, seed=args.seed, control_hz=args.control_hz,
                          video_dir=out / "videos" if args.videos > 0 else None, max_steps=args.max_steps,
-                         replan_every=args.replan_every, videos=args.videos, progress=not args.no_progress)
+                         replan_every=args.replan_every, videos=args.videos, progress=not args.no_progress,
+                         record_dir=args.record)
     finally:
         env.close()
     model_ref = args.model if args.model == "mujoco" else str(Path(args.model).resolve())

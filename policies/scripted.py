@@ -63,17 +63,28 @@ def make_policy(name: str, env, rng: np.random.Generator) -> tuple[Callable[[], 
     """A collecting policy for one episode; returns (act(), label of what it actually is).
 
     ``random``: uniform actions. ``scripted``: the task's expert with correlated
-    noise of a random scale. ``mixed``: a quarter random, the rest scripted.
-    Tasks without an expert (any Gymnasium env) fall back to random.
+    noise of a random scale. ``mixed``: 15% uniform random, 15% smooth random
+    (slowly varying, often saturated actions: the kind of sequence a sampling
+    planner such as iCEM proposes, which uniform noise averages away), the rest
+    scripted. Tasks without an expert (any Gymnasium env) fall back to random.
     """
     if name not in COLLECT_POLICIES:
         raise ValueError(f"unknown policy {name!r}: use one of {', '.join(COLLECT_POLICIES)}")
     expert = EXPERTS.get(getattr(env, "task_name", ""))
-    if name == "mixed":
-        name = "random" if rng.random() < 0.25 else "scripted"
     shape = env.action_space.shape
+    if name == "mixed":
+        u = rng.random()
+        name = "random" if u < 0.15 else "smooth" if u < 0.3 else "scripted"
     if name == "random" or expert is None:
         return (lambda: rng.uniform(-1.0, 1.0, size=shape)), "random"
+    if name == "smooth":
+        drift = rng.uniform(-1.0, 1.0, size=shape)
+
+        def act_smooth() -> np.ndarray:
+            drift[:] = 0.9 * drift + 0.45 * rng.standard_normal(shape)
+            return np.clip(1.5 * drift, -1.0, 1.0)
+
+        return act_smooth, "random-smooth"
     scale = rng.uniform(0.1, 0.8)
     noise = np.zeros(shape)
 

@@ -49,6 +49,14 @@ def test_windows_have_consistent_shapes_and_come_from_episodes(push_data):
     # each window is a contiguous slice of some training episode
     f0 = batch["frames"][0]
     assert any(any(bool((ep.frames[t:t + 8] == f0).all()) for t in range(len(ep) - 6)) for ep in ds.train)
+    # object tracks come along in the manifest's order, as planar positions of the same frames
+    sampler = WindowSampler(ds.train, 8)
+    assert sampler.object_names == ["pusher", "block", "goal"]
+    batch = sampler.sample(5, np.random.default_rng(0))
+    assert batch["objects"].shape == (5, 8, 3, 2)
+    ep = next(e for e in ds.train for t in range(len(e) - 6) if bool((e.frames[t:t + 8] == batch["frames"][0]).all()))
+    t = next(t for t in range(len(ep) - 6) if bool((ep.frames[t:t + 8] == batch["frames"][0]).all()))
+    np.testing.assert_allclose(batch["objects"][0, :, 1], ep.objects["block"][t:t + 8, :2], rtol=1e-6)
 
 
 def test_distributed_shards_are_disjoint(push_data):

@@ -242,6 +242,28 @@ def test_short_training_reduces_loss_and_uses_actions(arch, spec, dataset):
     assert pixel > 0.01 and proprio > 1e-3, (pixel, proprio)
 
 
+@pytest.mark.parametrize("arch", ["recurrent", "transformer"])
+def test_object_head_learns_positions_from_pixels(arch, spec, dataset):
+    """object_weight > 0: a head reads the objects' planar positions from the latent, better than their mean."""
+    torch.manual_seed(0)
+    model = _model(arch, spec, object_weight=1.0)
+    assert model.object_names == ["pusher", "block", "goal"]
+    with pytest.raises(ValueError, match="object tracks"):
+        model.loss({k: v for k, v in _batch(dataset).items() if k != "objects"})
+    _train(model, dataset, steps=60, batch=6, t=8)
+    batch = _batch(dataset, b=16, t=6, seed=5)
+    frames, actions, proprio = _context(batch)
+    with torch.no_grad():
+        pred = model.eval().objects(model.encode(frames, actions, proprio))
+    true = batch["objects"][:, 3]
+    assert pred.shape == (16, 3, 2)
+    err = (pred - true).norm(dim=-1).mean()
+    spread = (true - true.mean(0)).norm(dim=-1).mean()
+    assert err < 0.7 * spread, (err, spread)
+    with pytest.raises(ValueError, match="no object head"):
+        _model(arch, spec).objects({})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["recurrent", "transformer"])
 def test_training_learns_action_conditioned_motion(arch, spec, dataset):

@@ -247,6 +247,11 @@ class LearnedWorldModel(WorldModel):
         self.context = int(cfg.context)
         self.pnorm = RunningNorm(max(self.proprio_dim, 1))
         self.rnorm = RunningNorm(1)
+        # object-position head (``object_weight > 0``): planar positions of the task's objects, supervised by the
+        # dataset's object tracks during training only; it makes the latent carry where the small bodies are
+        self.object_names = [o["name"] for o in spec.get("objects", [])] if cfg.object_weight > 0 else []
+        if self.object_names:
+            self.onorm = RunningNorm(2 * len(self.object_names))
 
     @property
     def config(self) -> dict:
@@ -284,8 +289,35 @@ class LearnedWorldModel(WorldModel):
                 self.pnorm.update(proprio.float())
             self.rnorm.update(rewards[..., None])
         p, pmask = self._proprio(proprio, frames.shape[:2], drop=self.cfg.proprio_dropout)
-        return {"x": frames_to_float(frames), "p": p, "pmask": pmask,
-                "a": batch["actions"].float().clamp(-1, 1), "r": self.rnorm(rewards[..., None])[..., 0]}
+        out = {"x": frames_to_float(frames), "p": p, "pmask": pmask,
+               "a": batch["actions"].float().clamp(-1, 1), "r": self.rnorm(rewards[..., None])[..., 0]}
+        if self.object_names:
+            if "objects" not in batch or batch["objects"].shape[2] != len(self.object_names):
+                raise ValueError(f"model.object_weight > 0 needs object tracks for {self.object_names} in the "
+                                 "dataset; set model.object_weight=0 for a dataset without them")
+            o = batch["objects"].float().flatten(2).to(frames.device)
+            if self.training:
+                self.onorm.update(o)
+            out["o"] = self.onorm(o)
+        return out
+
+    def _make_object_head(self, feat_dim: int):
+        """The object-position head over ``feat_dim`` features, or None when ``object_weight`` is 0."""
+        return mlp(feat_dim, self.cfg.hidden, 2 * len(self.object_names), layers=1) if self.object_names else None
+
+    def _object_loss(self, feats: torch.Tensor, d: dict, ctx: int) -> torch.Tensor:
+        """MSE of the normalised object positions predicted from ``feats`` = [filtered (T), open-loop (T-ctx)]."""
+        if not self.object_names:
+            return feats.new_zeros(())
+        o = d["o"]
+        return ((self.object_head(feats) - torch.cat([o, o[:, ctx:]], 1)) ** 2).mean()
+
+    def objects(self, state: dict) -> torch.Tensor:
+        """Predicted planar world positions (B, K, 2) of the task's objects (needs ``object_weight > 0``)."""
+        if not self.object_names:
+            raise ValueError("this model has no object head: train it with model.object_weight > 0")
+        xy = self.onorm.inverse(self.object_head(self.features(state)))
+        return xy.view(xy.shape[0], len(self.object_names), 2)
 
     def _pixel_loss(self, pred: torch.Tensor, target: torch.Tensor, prev: torch.Tensor | None = None):
         """100 x foreground-weighted MSE; foreground = target's, the previous real frame's and the prediction's

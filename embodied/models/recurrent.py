@@ -60,6 +60,7 @@ class RecurrentConfig:
     proprio_weight: float = 1.0
     reward_weight: float = 1.0
     embed_weight: float = 1.0
+    object_weight: float = 0.0  # object-position head on the dataset's object tracks (training signal only)
     fg_weight: float = 10.0
     pixel_loss: str = "mse"      # mse | l1 (l1 measured worse: stuck at copy-last with the compositing decoder)
     proprio_dropout: float = 0.1
@@ -88,6 +89,7 @@ class RecurrentWorldModel(LearnedWorldModel):
         self.proprio_head = mlp(feat, c.hidden, P, layers=1)
         self.reward_head = mlp(feat, c.hidden, 1, layers=1)
         self.embed_head = mlp(feat, c.hidden, self.obs_dim, layers=1)
+        self.object_head = self._make_object_head(feat)
 
     # -- pieces -------------------------------------------------------------------------------
     def _obs(self, x: torch.Tensor, p: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
@@ -191,13 +193,14 @@ class RecurrentWorldModel(LearnedWorldModel):
         l_rew = ((self.reward_head(r_feat)[..., 0] - r_tgt) ** 2).mean()
         e_tgt = torch.cat([obs, obs[:, ctx:]], 1).detach()
         l_emb = ((self.embed_head(both) - e_tgt) ** 2).mean()
+        l_obj = self._object_loss(both, d, ctx)
 
         total = (c.recon_weight * l_rec + c.pred_weight * l_pred + c.kl_weight * l_kl + c.proprio_weight * l_prop
-                 + c.reward_weight * l_rew + c.embed_weight * l_emb)
+                 + c.reward_weight * l_rew + c.embed_weight * l_emb + c.object_weight * l_obj)
         with torch.no_grad():
             mse_last = ((pred[:, -1].clamp(0, 1) - x[:, -1]) ** 2).mean()
         metrics = {"loss": total.item(), "recon": l_rec.item(), "pred": l_pred.item(), "kl": kl_value.item(),
-                   "proprio": l_prop.item(), "reward": l_rew.item(), "embed": l_emb.item(),
+                   "proprio": l_prop.item(), "reward": l_rew.item(), "embed": l_emb.item(), "objects": l_obj.item(),
                    "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
         return total, metrics
 

@@ -72,6 +72,7 @@ class TransformerConfig:
     latent_weight: float = 1.0
     proprio_weight: float = 1.0
     reward_weight: float = 1.0
+    object_weight: float = 0.0  # object-position head on the dataset's object tracks (training signal only)
     fg_weight: float = 10.0
     pixel_loss: str = "mse"      # mse | l1 (l1 measured worse: stuck at copy-last with the compositing decoder)
     proprio_dropout: float = 0.1
@@ -129,6 +130,7 @@ class TransformerWorldModel(LearnedWorldModel):
         self.decoder = self._make_decoder(c.latent)
         self.proprio_head = mlp(c.latent, c.hidden, P, layers=1)
         self.reward_head = mlp(c.latent, c.hidden, 1, layers=1)
+        self.object_head = self._make_object_head(c.latent)
 
     # -- pieces -------------------------------------------------------------------------------
     def _latent(self, x: torch.Tensor, p: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
@@ -261,12 +263,13 @@ class TransformerWorldModel(LearnedWorldModel):
         r_feat = torch.cat([f[:, 1:], ol], 1)
         r_tgt = torch.cat([r, r[:, ctx - 1:]], 1)
         l_rew = ((self.reward_head(r_feat)[..., 0] - r_tgt) ** 2).mean()
+        l_obj = self._object_loss(both, d, ctx)
 
         total = (c.recon_weight * l_rec + c.pred_weight * l_pred + c.latent_weight * l_lat
-                 + c.proprio_weight * l_prop + c.reward_weight * l_rew)
+                 + c.proprio_weight * l_prop + c.reward_weight * l_rew + c.object_weight * l_obj)
         with torch.no_grad():
             mse_last = ((pred[:, -1].clamp(0, 1) - x[:, -1]) ** 2).mean()
         metrics = {"loss": total.item(), "recon": l_rec.item(), "pred": l_pred.item(), "latent": l_lat.item(),
-                   "proprio": l_prop.item(), "reward": l_rew.item(),
+                   "proprio": l_prop.item(), "reward": l_rew.item(), "objects": l_obj.item(),
                    "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
         return total, metrics

@@ -26,4 +26,6 @@ class ReachEnv(MujocoTaskEnv):
         return -dist, dist < SUCCESS_RADIUS
 
     def proprio(self):
-        return np.concatenate([self.data.qpos[2:4], self.data.qvel[2:4]])
+        """[sin, cos] of the shoulder (it turns without limit), the elbow angle, both joint velocities."""
+        shoulder, elbow = self.data.qpos[2:4]
+        return np.concatenate([[np.sin(shoulder), np.cos(shoulder), elbow], self.data.qvel[2:4]])
