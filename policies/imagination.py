@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="dataset episodes that seed imagined episodes (default: the model's training episodes)")
     p.add_argument("--start", choices=["first", "any"], default="first",
                    help="seed from an episode's first frame (as after a real reset) or from any step")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="imagined episode length (default: the real task's); with --start any a short horizon keeps "
+                        "rollouts where the model was trained, and SB3 bootstraps the value at the truncation")
     p.add_argument("--history", choices=["episode", "context"], default="episode",
                    help="real-env latent: encode the whole episode so far, or only the last model.context frames")
     p.add_argument("--real-obs", choices=["latent", "state"], default="latent",
@@ -222,7 +225,8 @@ def train(args) -> dict:
     agent, train_s = None, 0.0
     if args.baseline != "random":
         if args.baseline == "none":
-            venv = make_sb3_vec_env(model, num_envs=num_envs, task=task, split=args.split, start=args.start)
+            extra = {"horizon": args.horizon} if args.horizon else {}
+            venv = make_sb3_vec_env(model, num_envs=num_envs, task=task, split=args.split, start=args.start, **extra)
             venv.seed(args.seed)
         else:
             if args.real_obs == "state":
