@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embodied.data import atomic_write_json, build_manifest, episode_files, read_episode_meta, write_episode
+from embodied.data import (atomic_write_json, build_manifest, check_dataset_task, episode_files, episode_path,
+                           read_episode_meta, write_episode)
 from embodied.errors import UserError
 
 _WORKER: dict = {}
@@ -90,7 +91,7 @@ def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], 
 def _collect_one(out: str, seed: int, policy: str) -> int:
     env = _WORKER["env"]
     arrays, meta = record_episode(env, seed, policy)
-    write_episode(Path(out) / "episodes" / f"ep_{seed:06d}.safetensors", arrays, meta)
+    write_episode(episode_path(out, seed), arrays, meta)
     return int(meta["length"])
 
 
@@ -113,12 +114,8 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
     """Add ``episodes`` new episodes to the dataset at ``out``; returns the manifest and throughput."""
     out = Path(out)
     spec = dataset_spec(task, size)
+    check_dataset_task(out, spec["task"])
     existing = episode_files(out)
-    if existing:
-        meta = read_episode_meta(existing[0])
-        if meta.get("task") != spec["task"]:
-            raise UserError(f"{out}: holds a dataset of task {meta.get('task')!r}, not {spec['task']!r}; "
-                            "choose another --out folder")
     for tmp in (out / "episodes").glob(".*.tmp"):
         tmp.unlink()  # leftovers of a killed run
     taken = {int(read_episode_meta(p)["seed"]) for p in existing}

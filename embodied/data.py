@@ -105,6 +105,19 @@ def episode_files(root: Path) -> list[Path]:
     return sorted((Path(root) / "episodes").glob(EPISODE_GLOB))
 
 
+def episode_path(root: Path, seed: int) -> Path:
+    """Where the episode of reset seed ``seed`` lives in the dataset at ``root``."""
+    return Path(root) / "episodes" / f"ep_{seed:06d}.safetensors"
+
+
+def check_dataset_task(root: Path, task: str, flag: str = "--out") -> None:
+    """Refuse to add ``task`` episodes to a dataset of another task (one-line error naming ``flag``)."""
+    existing = episode_files(root)
+    other = read_episode_meta(existing[0]).get("task") if existing else task
+    if other != task:
+        raise UserError(f"{root}: holds a dataset of task {other!r}, not {task!r}; choose another {flag} folder")
+
+
 def is_heldout(seed: int, fraction: float = 0.1) -> bool:
     """Stable train/held-out split by episode seed: adding episodes never moves old ones."""
     return (seed * 2654435761 % 2**32) / 2**32 < fraction
@@ -162,9 +175,10 @@ class Episode:
 
 def _objects_in_manifest_order(arrays: dict, manifest: dict) -> dict[str, np.ndarray]:
     """``objects.<name>`` tracks of one episode, ordered as the manifest lists the task's objects."""
-    names = [o["name"] for o in manifest.get("objects", [])]
-    names += sorted(k.split(".", 1)[1] for k in arrays if k.startswith("objects.") and k.split(".", 1)[1] not in names)
-    return {n: arrays[f"objects.{n}"] for n in names if f"objects.{n}" in arrays}
+    order = {o["name"]: i for i, o in enumerate(manifest.get("objects", []))}
+    names = sorted((k.split(".", 1)[1] for k in arrays if k.startswith("objects.")),
+                   key=lambda n: (order.get(n, len(order)), n))
+    return {n: arrays[f"objects.{n}"] for n in names}
 
 
 class Dataset:
@@ -231,6 +245,9 @@ class WindowSampler:
         self._probs = counts / counts.sum()
         names = [tuple(e.objects) for e in self.episodes]
         self.object_names = list(names[0]) if names[0] and len(set(names)) == 1 else []
+        # (T+1, K, 2) planar tracks per episode, stacked once here rather than for every window
+        self._tracks = [torch.from_numpy(np.stack([e.objects[n][:, :2] for n in self.object_names], 1)
+                                         .astype(np.float32)) for e in self.episodes] if self.object_names else []
 
     def sample(self, batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """frames (B,T,H,W,3) uint8, proprio (B,T,P), actions (B,T-1,A), rewards (B,T-1)[, objects (B,T,K,2)]."""
@@ -246,6 +263,5 @@ class WindowSampler:
             out["actions"].append(ep.actions[t:t + self.length - 1])
             out["rewards"].append(ep.rewards[t:t + self.length - 1])
             if self.object_names:
-                xy = np.stack([ep.objects[n][t:t + self.length, :2] for n in self.object_names], 1)
-                out["objects"].append(torch.from_numpy(xy.astype(np.float32)))
+                out["objects"].append(self._tracks[i][t:t + self.length])
         return {k: torch.stack(v) for k, v in out.items()}

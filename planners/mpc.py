@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from embodied.collect import EpisodeBuffer, dataset_spec
-from embodied.data import atomic_write_json, build_manifest, episode_files, read_episode_meta, write_episode
+from embodied.data import atomic_write_json, build_manifest, check_dataset_task, episode_path, write_episode
 from embodied.errors import UserError
 from embodied.models.base import State, WorldModel
 from planners import PLANNERS, Planner, make_planner
@@ -319,8 +319,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
             if record and frames:
                 write_video(video_dir / f"episode_{ep:03d}", frames, fps=env.metadata.get("render_fps", 20))
             if buffer is not None:
-                write_episode(record_dir / "episodes" / f"ep_{seed + ep:06d}.safetensors",
-                              *buffer.episode(seed + ep, f"mpc-{planner.name}"))
+                write_episode(episode_path(record_dir, seed + ep), *buffer.episode(seed + ep, f"mpc-{planner.name}"))
     finally:
         if bar is not None:
             bar.close()
@@ -336,10 +335,8 @@ def check_record_dir(env, record_dir: Path, seeds) -> None:
     if task is None or not hasattr(env.unwrapped, "get_state"):
         raise UserError("--record needs one of the project's tasks (reach, push, occlusion): "
                         "it stores simulator states and object tracks")
-    existing = episode_files(record_dir)
-    if existing and read_episode_meta(existing[0]).get("task") != task:
-        raise UserError(f"{record_dir}: holds a dataset of another task; choose a --record folder for {task}")
-    taken = sorted(s for s in seeds if (record_dir / "episodes" / f"ep_{s:06d}.safetensors").exists())
+    check_dataset_task(record_dir, task, "--record")
+    taken = sorted(s for s in seeds if episode_path(record_dir, s).exists())
     if taken:
         raise UserError(f"{record_dir} already holds episodes with seeds {taken[0]}..{taken[-1]}: "
                         "pick an unused --seed (e.g. 100000)")

@@ -225,8 +225,8 @@ def train(args) -> dict:
     agent, train_s = None, 0.0
     if args.baseline != "random":
         if args.baseline == "none":
-            extra = {"horizon": args.horizon} if args.horizon else {}
-            venv = make_sb3_vec_env(model, num_envs=num_envs, task=task, split=args.split, start=args.start, **extra)
+            venv = make_sb3_vec_env(model, num_envs=num_envs, task=task, split=args.split, start=args.start,
+                                    horizon=args.horizon)
             venv.seed(args.seed)
         else:
             if args.real_obs == "state":
