@@ -44,7 +44,10 @@ Observations (``obs_mode``)
     (or ``model.latent(state)``) when the model has it, else all floating
     tensors of the state except caches, flattened and concatenated in key
     order (``[h, z]`` for the recurrent model; the context window of frame
-    latents for a transformer). ``"pixels"``: decoded uint8 frames (H, W, 3).
+    latents for a transformer). ``"readout"``: ``model.readout(state)``, the
+    normalised proprio and object-position heads (a few numbers that mean the
+    same in imagination and in the real env: the easiest observation to
+    transfer). ``"pixels"``: decoded uint8 frames (H, W, 3).
     ``"pixels_proprio"``: ``{"pixels", "proprio"}`` like the real tasks, with
     the model's proprio head (models without one cannot use this mode).
 """
@@ -69,7 +72,8 @@ from gymnasium.vector.utils import batch_space
 
 from embodied.errors import UserError
 
-OBS_MODES = ("latent", "pixels", "pixels_proprio")
+OBS_MODES = ("latent", "readout", "pixels", "pixels_proprio")
+VECTOR_OBS = ("latent", "readout")
 STARTS = ("first", "any")
 SPLITS = ("heldout", "train", "all")
 _CACHE_WORDS = ("cache", "past", "kv")
@@ -155,6 +159,17 @@ def latent_features(model, state: dict) -> torch.Tensor:
         raise TypeError(f"{type(model).__name__}: its state has no floating tensors to use as a latent "
                         "observation; give the model a features(state) -> (B, D) method")
     return torch.cat(parts, dim=1)
+
+
+def vector_observation(model, state: dict, mode: str = "latent") -> torch.Tensor:
+    """(B, D) float32 vector observation of a batched state: ``"latent"`` or ``"readout"`` (module docstring)."""
+    if mode == "latent":
+        return latent_features(model, state)
+    if mode == "readout":
+        if not has_head(model, "readout"):
+            raise ValueError(f"{type(model).__name__} has no readout(state) heads; use obs_mode='latent'")
+        return model.readout(state).float().flatten(1)
+    raise ValueError(f"vector observation mode {mode!r} is not one of {VECTOR_OBS}")
 
 
 def task_horizon(task: str) -> int:
@@ -316,9 +331,9 @@ class ImaginationCore:
         # spaces
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
         pixels = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
-        if obs_mode == "latent":
+        if obs_mode in VECTOR_OBS:
             probe = self._encode([self._blank_context()])
-            self.latent_dim = int(latent_features(m, probe).shape[1])
+            self.latent_dim = int(vector_observation(m, probe, obs_mode).shape[1])
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.latent_dim,), np.float32)
         elif obs_mode == "pixels":
             self.observation_space = pixels
@@ -413,8 +428,8 @@ class ImaginationCore:
     @torch.no_grad()
     def observe(self):
         """Batched observations of the current state (N, ...)."""
-        if self.obs_mode == "latent":
-            return latent_features(self.model, self.state).cpu().numpy().astype(np.float32)
+        if self.obs_mode in VECTOR_OBS:
+            return vector_observation(self.model, self.state, self.obs_mode).cpu().numpy().astype(np.float32)
         pixels = self.model.decode(self.state).cpu().numpy().astype(np.uint8)
         if self.obs_mode == "pixels":
             return pixels
@@ -705,15 +720,20 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     only the last ``model.context`` frames (constant cost). Actions are
     validated and clipped before they are recorded, as the real env applies
     them. ``info["model_state"]`` is not added (states are batched tensors);
-    read ``wrapper.state``.
+    read ``wrapper.state``. ``obs_mode="readout"`` gives ``model.readout(state)``
+    instead of the latent, matching an imagined env built with the same mode.
     """
 
-    def __init__(self, env: gym.Env, model, history: str = "episode", max_history: int = 64, device: str = "cpu"):
+    def __init__(self, env: gym.Env, model, history: str = "episode", max_history: int = 64, device: str = "cpu",
+                 obs_mode: str = "latent"):
         gym.utils.RecordConstructorArgs.__init__(self, model=model, history=history, max_history=max_history,
-                                                 device=device)
+                                                 device=device, obs_mode=obs_mode)
         gym.Wrapper.__init__(self, env)
         if history not in ("episode", "context"):
             raise ValueError(f"history={history!r} is not 'episode' or 'context'")
+        if obs_mode not in VECTOR_OBS:
+            raise ValueError(f"obs_mode={obs_mode!r} is not one of {VECTOR_OBS}")
+        self.obs_mode = obs_mode
         self.model = load_world_model(model, None, device)
         self.context = context_length(self.model)
         self.action_dim = int(self.model.action_dim)
@@ -731,7 +751,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         probe = self.model.encode(torch.zeros(1, self.context, size, size, 3, dtype=torch.uint8),
                                   torch.zeros(1, self.context - 1, self.action_dim),
                                   torch.zeros(1, self.context, pdim) if pdim else None)
-        dim = int(latent_features(self.model, probe).shape[1])
+        dim = int(vector_observation(self.model, probe, obs_mode).shape[1])
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
 
     @torch.no_grad()
@@ -744,7 +764,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @torch.no_grad()
     def _latent(self) -> np.ndarray:
-        return latent_features(self.model, self.state)[0].cpu().numpy().astype(np.float32)
+        return vector_observation(self.model, self.state, self.obs_mode)[0].cpu().numpy().astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=None,
                    help="imagined episode length (default: the real task's); with --start any a short horizon keeps "
                         "rollouts where the model was trained, and SB3 bootstraps the value at the truncation")
+    p.add_argument("--obs", choices=["latent", "readout"], default="latent",
+                   help="what the policy sees: the model's latent state, or its read-out heads (normalised "
+                        "proprio and object positions; needs a model trained with model.object_weight > 0)")
     p.add_argument("--history", choices=["episode", "context"], default="episode",
                    help="real-env latent: encode the whole episode so far, or only the last model.context frames")
     p.add_argument("--real-obs", choices=["latent", "state"], default="latent",
@@ -89,14 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def real_env(task: str, model, history: str = "episode", seed: int | None = None):
-    """The real task with latent observations from ``model`` (pixels and proprio in, latent vector out)."""
+def real_env(task: str, model, history: str = "episode", obs: str = "latent"):
+    """The real task seen through ``model`` (pixels and proprio in, latent or read-out vector out)."""
     from envs import make_task
     from envs.imagined import LatentObservation
 
     size = int(getattr(model, "image_size", 64))
     env = make_task(task, obs_type="pixels_proprio", width=size, height=size)
-    return LatentObservation(env, model, history=history)
+    return LatentObservation(env, model, history=history, obs_mode=obs)
 
 
 class _ScaleReward:
@@ -140,11 +143,12 @@ def make_agent(algo: str, venv, args, seed: int):
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate_imagined(model, act_batch, episodes: int, seed: int, split: str, start: str, task: str) -> dict:
+def evaluate_imagined(model, act_batch, episodes: int, seed: int, split: str, start: str, task: str,
+                      obs: str = "latent") -> dict:
     """Mean return (and predicted success where known) of ``episodes`` imagined episodes run in one batch."""
     from envs.imagined import ImaginedVectorEnv
 
-    venv = ImaginedVectorEnv(model, num_envs=episodes, task=task, split=split, start=start,
+    venv = ImaginedVectorEnv(model, num_envs=episodes, task=task, split=split, start=start, obs_mode=obs,
                              autoreset_mode="Disabled")
     obs, _ = venv.reset(seed=seed)
     ret = np.zeros(episodes)
@@ -226,7 +230,7 @@ def train(args) -> dict:
     if args.baseline != "random":
         if args.baseline == "none":
             venv = make_sb3_vec_env(model, num_envs=num_envs, task=task, split=args.split, start=args.start,
-                                    horizon=args.horizon)
+                                    horizon=args.horizon, obs_mode=args.obs)
             venv.seed(args.seed)
         else:
             if args.real_obs == "state":
@@ -234,7 +238,7 @@ def train(args) -> dict:
 
                 venv = DummyVecEnv([lambda: make_task(task, obs_type="state") for _ in range(num_envs)])
             else:
-                venv = DummyVecEnv([lambda: real_env(task, model, args.history) for _ in range(num_envs)])
+                venv = DummyVecEnv([lambda: real_env(task, model, args.history, args.obs) for _ in range(num_envs)])
             venv.seed(args.seed)
         venv = _ScaleReward.wrap(venv, args.reward_scale)
         agent = make_agent(args.algo, venv, args, args.seed)
@@ -261,7 +265,7 @@ def train(args) -> dict:
 
         env = make_task(task, obs_type="state")
     elif model is not None:
-        env = real_env(task, model, args.history)
+        env = real_env(task, model, args.history, args.obs)
     else:
         from envs import make_task
 
@@ -275,7 +279,7 @@ def train(args) -> dict:
                    "real_return_mean": real["return_mean"], "real_return_std": real["return_std"],
                    "eval_episodes": real["episodes"], "eval_seed": eval_seed, "video": real.get("video"),
                    "latent_history": args.history, "observations": "state" if state_policy else
-                   ("latent" if model is not None else "none")})
+                   (args.obs if model is not None else "none")})
 
     # --- and in imagination --------------------------------------------------------------------
     if model is not None and not state_policy:
@@ -284,7 +288,8 @@ def train(args) -> dict:
         else:
             rng = np.random.default_rng(eval_seed)
             act_batch = lambda obs: rng.uniform(-1, 1, size=(obs.shape[0], model.action_dim))  # noqa: E731
-        result.update(evaluate_imagined(model, act_batch, args.eval_episodes, eval_seed, args.split, args.start, task))
+        result.update(evaluate_imagined(model, act_batch, args.eval_episodes, eval_seed, args.split, args.start, task,
+                                        args.obs))
     else:  # a random policy needs no model; a state policy cannot read latents
         result["imagined_return_mean"] = None
 

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*observation space (minimum|ma
 
 ENV_ID = "embodied/Imagined-v0"
 TINY = {"recurrent": {"arch": "recurrent", "channels": 8, "embed_dim": 32, "deter": 32, "stoch": 8, "hidden": 32,
-                      "proprio_embed": 16},
+                      "proprio_embed": 16, "object_weight": 1.0},
         "transformer": {"arch": "transformer", "channels": 8, "embed_dim": 32, "proprio_embed": 16, "latent": 32,
                         "d_model": 32, "layers": 1, "heads": 2, "hidden": 32, "window": 6}}
 
@@ -107,7 +107,7 @@ def model(recurrent_run):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("obs_mode", ["latent", "pixels", "pixels_proprio"])
+@pytest.mark.parametrize("obs_mode", ["latent", "readout", "pixels", "pixels_proprio"])
 def test_gymnasium_checker(any_model, obs_mode):
     # through gymnasium.make, so the checker also re-makes the env from its spec for each render mode
     env = gym.make(ENV_ID, model=any_model, obs_mode=obs_mode, render_mode="rgb_array")
@@ -119,7 +119,7 @@ def test_gymnasium_checker(any_model, obs_mode):
     env.close()
 
 
-@pytest.mark.parametrize("obs_mode", ["latent", "pixels"])
+@pytest.mark.parametrize("obs_mode", ["latent", "readout", "pixels"])
 def test_sb3_checker(any_model, obs_mode):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -150,6 +150,22 @@ def test_observation_modes(model):
     o2, r_lat, *_ = latent.step(a)
     _, r_pix, *_ = pixels.step(a)
     assert r_lat == pytest.approx(r_pix) and not np.array_equal(o2, o_lat)
+    readout = ImaginedEnv(model, obs_mode="readout")
+    o_read, _ = readout.reset(seed=3)
+    assert o_read.shape == (model.proprio_dim + 2 * len(model.object_names),) == readout.observation_space.shape
+    with torch.no_grad():
+        assert np.array_equal(o_read, model.readout(readout.core.state)[0].numpy())
+
+
+def test_readout_needs_heads(model):
+    """A model with neither a proprio nor an object head refuses the read-out mode with a clear message."""
+    from embodied.models import build_model
+
+    spec = {**model.spec, "proprio_dim": 0, "objects": []}
+    bare = build_model({**TINY["recurrent"], "object_weight": 0.0}, spec)
+    state = bare.encode(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 1, 2))
+    with pytest.raises(ValueError, match="neither a proprio nor an object head"):
+        bare.readout(state)
 
 
 def test_defaults_and_determinism(model):
@@ -321,11 +337,11 @@ def test_sb3_vecenv_adapter(model):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("history", ["episode", "context"])
-def test_latent_wrapper_on_the_real_env(model, history):
+@pytest.mark.parametrize("history,obs_mode", [("episode", "latent"), ("context", "latent"), ("episode", "readout")])
+def test_latent_wrapper_on_the_real_env(model, history, obs_mode):
     real = make_task("reach", obs_type="pixels_proprio")
-    env = LatentObservation(real, model, history=history)
-    imagined = ImaginedEnv(model)
+    env = LatentObservation(real, model, history=history, obs_mode=obs_mode)
+    imagined = ImaginedEnv(model, obs_mode=obs_mode)
     assert env.observation_space == imagined.observation_space
     obs, info = env.reset(seed=5)
     assert env.observation_space.contains(obs) and "real_obs" in info
@@ -341,7 +357,7 @@ def test_latent_wrapper_on_the_real_env(model, history):
     assert np.array_equal(env._actions[-1], [1.0, -0.5])
     with pytest.raises(ValueError, match="NaN"):
         env.step(np.array([np.nan, 0.0]))
-    if history == "episode":  # the checkers once: they are slow on a real env behind an encoder
+    if history == "episode" and obs_mode == "latent":  # the checkers once: they are slow on a real env behind an encoder
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sb3_check_env(env, warn=False)

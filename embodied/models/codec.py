@@ -319,6 +319,20 @@ class LearnedWorldModel(WorldModel):
         xy = self.onorm.inverse(self.object_head(self.features(state)))
         return xy.view(xy.shape[0], len(self.object_names), 2)
 
+    def readout(self, state: dict) -> torch.Tensor:
+        """Normalised low-dimensional read-outs (B, P + 2K): the proprio and object-position heads' outputs.
+
+        Both heads are trained on filtered and on open-loop states alike, so this vector means the same
+        in imagination and behind the real-env wrapper: a compact observation for policies.
+        """
+        feat = self.features(state)
+        parts = ([self.proprio_head(feat)] if self.proprio_dim else []) + \
+                ([self.object_head(feat)] if self.object_names else [])
+        if not parts:
+            raise ValueError("this model has neither a proprio nor an object head to read out: train it on a "
+                             "dataset with proprio or with model.object_weight > 0")
+        return torch.cat(parts, -1)
+
     def _pixel_loss(self, pred: torch.Tensor, target: torch.Tensor, prev: torch.Tensor | None = None):
         """100 x foreground-weighted MSE; foreground = target's, the previous real frame's and the prediction's
         own non-floor pixels (the last makes painting colour where there is none as costly as missing it)."""
