@@ -411,7 +411,8 @@ def test_policy_command_writes_policy_json_and_loadable_model(recurrent_run, tmp
     assert result["env_steps_imagined"] >= 300 and result["env_steps_real"] == 0
     assert result["video"] and os.path.exists(result["video"])
     agent = SAC.load(out / "policy.zip", device="cpu")
-    assert agent.observation_space.shape == ImaginedEnv(str(recurrent_run)).observation_space.shape
+    assert agent.observation_space.shape == ImaginedEnv(str(recurrent_run), obs_mode="readout").observation_space.shape
+    assert result["observations"] == "readout"
 
     out = tmp_path / "random"
     assert main(["policy", "train", "--task", "reach", "--baseline", "random", "--eval-episodes", "2",
