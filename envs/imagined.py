@@ -731,9 +731,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.Wrapper.__init__(self, env)
         if history not in ("episode", "context"):
             raise ValueError(f"history={history!r} is not 'episode' or 'context'")
-        if obs_mode not in VECTOR_OBS:
-            raise ValueError(f"obs_mode={obs_mode!r} is not one of {VECTOR_OBS}")
-        self.obs_mode = obs_mode
+        self.obs_mode = obs_mode  # validated by vector_observation on the probe below
         self.model = load_world_model(model, None, device)
         self.context = context_length(self.model)
         self.action_dim = int(self.model.action_dim)

@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "rollouts where the model was trained, and SB3 bootstraps the value at the truncation")
     p.add_argument("--obs", choices=["latent", "readout"], default="readout",
                    help="what the policy sees: the model's latent state, or its read-out heads (normalised "
-                        "proprio and object positions; needs a model trained with model.object_weight > 0)")
+                        "proprio, and object positions when the model has model.object_weight > 0)")
     p.add_argument("--history", choices=["episode", "context"], default="episode",
                    help="real-env latent: encode the whole episode so far, or only the last model.context frames")
     p.add_argument("--real-obs", choices=["latent", "state"], default="latent",
