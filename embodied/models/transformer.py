@@ -30,6 +30,7 @@ proprio and reward losses on every predicted frame.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +106,11 @@ def _backbone(c: TransformerConfig) -> nn.Module:
     raise ValueError(f"unknown transformer backbone {c.backbone!r}; choose llama or gpt2")
 
 
+def _cache_kwarg(backbone: nn.Module) -> str:
+    """The backbone's name for its KV-cache argument: ``cache`` in transformers >= 5.2x, else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
 class TransformerWorldModel(LearnedWorldModel):
     """Implicit-state world model: frame/action tokens through a causal transformer."""
 
@@ -153,9 +159,9 @@ class TransformerWorldModel(LearnedWorldModel):
         start = pos if pos is not None else torch.zeros(b, dtype=torch.long, device=tok.device)
         position_ids = start[:, None] + torch.arange(n, device=tok.device)
         cache = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
-        out = self.backbone(inputs_embeds=tok, past_key_values=cache, position_ids=position_ids,
-                            use_cache=self.use_cache)
-        new = [(layer.keys, layer.values) for layer in out.past_key_values.layers] if self.use_cache else None
+        out = self.backbone(inputs_embeds=tok, position_ids=position_ids, use_cache=self.use_cache,
+                            **{_cache_kwarg(self.backbone): cache})
+        new = [(layer.keys, layer.values) for layer in cache.layers] if self.use_cache else None  # filled in place
         return out.last_hidden_state, new
 
     def _limit(self, past: list) -> list:
