@@ -107,7 +107,7 @@ def _backbone(c: TransformerConfig) -> nn.Module:
 
 
 def _cache_kwarg(backbone: nn.Module) -> str:
-    """The backbone's name for its KV-cache argument: ``cache`` in transformers >= 5.2x, else ``past_key_values``."""
+    """The backbone's name for its KV-cache argument: ``cache`` in recent transformers, else ``past_key_values``."""
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
@@ -129,6 +129,7 @@ class TransformerWorldModel(LearnedWorldModel):
         self.frame_in = nn.Linear(c.latent, c.d_model)
         self.action_in = nn.Sequential(nn.Linear(self.action_dim, c.d_model), nn.SiLU(), nn.Linear(c.d_model, c.d_model))
         self.backbone = _backbone(c)
+        self.cache_kwarg = _cache_kwarg(self.backbone)  # looked up once: _run is on the planner's hot path
         self.out = nn.Sequential(nn.LayerNorm(c.d_model), nn.Linear(c.d_model, c.hidden), nn.SiLU(),
                                  nn.Linear(c.hidden, c.latent))
         nn.init.zeros_(self.out[-1].weight)  # start as "nothing changes" (copy-last), learn the change
@@ -160,7 +161,7 @@ class TransformerWorldModel(LearnedWorldModel):
         position_ids = start[:, None] + torch.arange(n, device=tok.device)
         cache = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
         out = self.backbone(inputs_embeds=tok, position_ids=position_ids, use_cache=self.use_cache,
-                            **{_cache_kwarg(self.backbone): cache})
+                            **{self.cache_kwarg: cache})
         new = [(layer.keys, layer.values) for layer in cache.layers] if self.use_cache else None  # filled in place
         return out.last_hidden_state, new
 
