@@ -1,6 +1,6 @@
 """Performance benchmark: MuJoCo, imagination, planning and training throughput in one run.
 
-``embodied bench --out DIR`` (or ``python -m benchmarks.bench --out DIR``)
+``embodied bench --out DIR`` (or ``python -m embodied.benchmarks.bench --out DIR``)
 writes ``bench.json`` and ``bench.md``. Every measurement runs in its own
 spawned process so its peak resident memory is its own; each reports the
 median of repeated timed runs after a warm-up. Learned models are built from
@@ -51,7 +51,7 @@ def _setup_process(threads: int) -> None:
 def _mujoco_steps(task: str, steps: int) -> float:
     import numpy as np
 
-    from envs import make_task
+    from embodied.envs import make_task
 
     env = make_task(task, obs_type="pixels")
     env.reset(seed=0)
@@ -131,8 +131,8 @@ def bench_planning(model_name: str, planner: str, task: str, actions: int, threa
     import torch
 
     from embodied.models.oracle import MujocoOracle
-    from envs import make_task
-    from planners import make_planner
+    from embodied.envs import make_task
+    from embodied.planners import make_planner
 
     env = make_task(task, obs_type="pixels_proprio")
     obs, _ = env.reset(seed=0)
@@ -237,7 +237,7 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
         "results": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    from embodied.data import atomic_write_bytes, atomic_write_json
+    from embodied.io import atomic_write_bytes, atomic_write_json
 
     atomic_write_json(out / "bench.json", bench)
     atomic_write_bytes(out / "bench.md", markdown_table(bench).encode())

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from embodied.data import atomic_write_bytes, atomic_write_json
+from embodied.io import atomic_write_bytes, atomic_write_json
 from embodied.errors import UserError
 
 FORMAT = "embodied-checkpoint/1"
@@ -184,7 +184,7 @@ def _describe(task, spec: dict) -> str:
 
 def _canonical(task: str) -> str:
     try:
-        from envs.registry import canonical_task
+        from embodied.envs.registry import canonical_task
 
         return canonical_task(task)
     except ImportError:

@@ -15,9 +15,9 @@ import embodied  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
 SUBCOMMANDS = {
     "collect": ("embodied.collect", "collect MuJoCo episodes into a dataset"),
     "train": ("embodied.train", "train a world model on a dataset"),
-    "plan": ("planners.mpc", "run receding-horizon MPC in the real task"),
-    "bench": ("benchmarks.bench", "measure MuJoCo, imagination, planning and training throughput"),
-    "policy": ("policies.imagination", "train an SB3 policy inside a world model and evaluate it in the real task"),
+    "plan": ("embodied.planners.mpc", "run receding-horizon MPC in the real task"),
+    "bench": ("embodied.benchmarks.bench", "measure MuJoCo, imagination, planning and training throughput"),
+    "policy": ("embodied.policies.imagination", "train an SB3 policy inside a world model and evaluate it in the real task"),
     "validate": ("embodied.validate", "score a world model against MuJoCo with the validation probes"),
     "compare": ("embodied.validate.compare", "compare several world models on the same probes"),
     "demo": ("embodied.demo", "collect, train, plan, validate and report on the default task"),

@@ -1,5 +1,10 @@
 """`embodied collect`: record episodes of a task in parallel worker processes.
 
+Collecting policies: uniform random, smooth random, and the task's scripted
+expert (``env.expert()``, which reads the true state: it exists to make data)
+with temporally correlated noise, so datasets hold successes and failures,
+contacts and misses.
+
 Each worker owns one env and writes whole episodes atomically; the parent
 shows progress and rebuilds ``manifest.json`` from the episode headers. A
 re-run into an existing dataset continues with new seeds, so a killed run
@@ -9,28 +14,73 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from typing import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from embodied.data import (atomic_write_json, build_manifest, check_dataset_task, episode_files, episode_path,
+from embodied.io import atomic_write_json
+from embodied.data import (build_manifest, check_dataset_task, episode_files, episode_path,
                            read_episode_meta, write_episode)
+from embodied.envs.registry import canonical_task, make_task, task_class
 from embodied.errors import UserError
 
 _WORKER: dict = {}
+COLLECT_POLICIES = ("random", "scripted", "mixed")
 
 
-def _init_worker(task: str, size: int) -> None:
+def make_policy(name: str, env, rng: np.random.Generator) -> tuple[Callable[[], np.ndarray], str]:
+    """A collecting policy for one episode; returns (act(), label of what it actually is).
+
+    ``random``: uniform actions. ``scripted``: the task's expert with correlated
+    noise of a random scale. ``mixed``: 15% uniform random, 15% smooth random
+    (slowly varying, often saturated actions: the kind of sequence a sampling
+    planner such as iCEM proposes, which uniform noise averages away), the rest
+    scripted. Tasks without an expert (any Gymnasium env) fall back to random.
+    """
+    if name not in COLLECT_POLICIES:
+        raise ValueError(f"unknown policy {name!r}: use one of {', '.join(COLLECT_POLICIES)}")
+    has_expert = env.expert() is not None
+    shape = env.action_space.shape
+    if name == "mixed":
+        u = rng.random()
+        name = "random" if u < 0.15 else "smooth" if u < 0.3 else "scripted"
+    if name == "random" or not has_expert:
+        return (lambda: rng.uniform(-1.0, 1.0, size=shape)), "random"
+    if name == "smooth":
+        drift = rng.uniform(-1.0, 1.0, size=shape)
+
+        def act_smooth() -> np.ndarray:
+            drift[:] = 0.9 * drift + 0.45 * rng.standard_normal(shape)
+            return np.clip(1.5 * drift, -1.0, 1.0)
+
+        return act_smooth, "random-smooth"
+    scale = rng.uniform(0.1, 0.8)
+    noise = np.zeros(shape)
+
+    def act() -> np.ndarray:
+        noise[:] = 0.8 * noise + 0.6 * scale * rng.standard_normal(shape)
+        return np.clip(env.expert() + noise, -1.0, 1.0)
+
+    return act, f"scripted(noise={scale:.2f})"
+
+
+
+def _init_worker(task: str, cls: type, size: int) -> None:
+    """A worker's env; ``cls`` (pickled by reference) registers a task defined outside the registry module."""
     import os
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
     torch.set_num_threads(1)
-    from envs import make_task
+    from embodied.envs.mujoco_base import MujocoTaskEnv
+    from embodied.envs.registry import TASKS, make_task, register_task
 
+    if issubclass(cls, MujocoTaskEnv) and cls.task_name not in TASKS:
+        register_task(cls)
     _WORKER["env"] = make_task(task, obs_type="pixels_proprio", width=size, height=size)
 
 
@@ -74,8 +124,6 @@ class EpisodeBuffer:
 
 def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], dict]:
     """Run one episode of ``policy`` from ``env.reset(seed=seed)``; returns arrays and metadata."""
-    from policies.scripted import make_policy
-
     obs, info = env.reset(seed=seed)
     act, label = make_policy(policy, env, np.random.default_rng(seed + 7919))
     buffer = EpisodeBuffer(env, obs, info)
@@ -97,9 +145,6 @@ def _collect_one(out: str, seed: int, policy: str) -> int:
 
 def dataset_spec(task: str, size: int) -> dict:
     """Task and space description stored in the manifest."""
-    from envs import make_task
-    from envs.registry import canonical_task
-
     env = make_task(task, obs_type="pixels_proprio", width=size, height=size)
     spec = {"task": canonical_task(task), "image_size": [size, size, 3],
             "action_dim": int(env.action_space.shape[0]), "proprio_dim": int(env.observation_space["proprio"].shape[0]),
@@ -123,7 +168,8 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
     seeds = [first + i for i in range(episodes)]
     start, frames = time.perf_counter(), 0
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker, initargs=(task, size)) as pool:
+    with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker,
+                             initargs=(task, task_class(task), size)) as pool:
         jobs = [pool.submit(_collect_one, str(out), s, policy) for s in seeds]
         bar = tqdm(total=len(jobs), desc=f"collect {spec['task']}", unit="ep", disable=not progress)
         for job in as_completed(jobs):

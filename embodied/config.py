@@ -1,10 +1,13 @@
 """Run configs: small dataclasses loaded from YAML files plus dotted ``key=value`` overrides.
 
-A config is one or more YAML files merged in order (later files win), then the
-command-line overrides, e.g.::
+The one config mechanism of every command (train, plan, policy, validate):
+each command declares a dataclass; a config is its defaults, then one or more
+YAML files merged in order (later files win), then the command-line
+overrides, e.g.::
 
     embodied train --config configs/reach_recurrent.yaml --config configs/debug.yaml \\
         train.steps=200 model.hidden=64 data=data/reach out=runs/try1
+    embodied plan --config configs/plan.yaml task=push planner.horizon=24
 
 Override values are parsed with ``yaml.safe_load`` (``3`` is an int, ``1.0e-3``
 a float, ``[1, 8]`` a list, ``null`` None); float fields also take ``3e-4``,
@@ -70,6 +73,11 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check(self, source: str) -> None:
+        if "arch" not in self.model:
+            raise UserError(f"config key 'model.arch' is missing from {source}; set it, e.g. model.arch=recurrent")
+        _check_values(self, source)
 
 
 def _type_name(tp) -> str:
@@ -208,11 +216,18 @@ def apply_override(raw: dict, text: str) -> dict:
     return raw
 
 
-def load_config(paths, overrides=()) -> Config:
-    """Merge the YAML files in ``paths`` in order, apply ``key=value`` overrides, validate."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    if not paths:
-        raise UserError("no config file given; pass --config configs/<task>_<arch>.yaml")
+def load_config(paths, overrides=(), cls=None):
+    """Merge the YAML files in ``paths`` in order, apply ``key=value`` overrides, build and check ``cls``.
+
+    ``cls`` is the command's config dataclass (default: the training
+    :class:`Config`, which needs at least one file). A ``check(source)``
+    method of the dataclass, if it has one, validates values across fields.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths or ())
+    if cls is None:
+        cls = Config
+        if not paths:
+            raise UserError("no config file given; pass --config configs/<task>_<arch>.yaml")
     raw: dict = {}
     for p in paths:
         file_raw = read_yaml(p)
@@ -221,11 +236,11 @@ def load_config(paths, overrides=()) -> Config:
         raw = _merge(raw, file_raw)
     for text in overrides:
         raw = apply_override(raw, text)
-    source = " + ".join(str(p) for p in paths) + (" and the command line" if overrides else "")
-    cfg = _build(Config, raw, "", source)
-    if "arch" not in cfg.model:
-        raise UserError(f"config key 'model.arch' is missing from {source}; set it, e.g. model.arch=recurrent")
-    _check_values(cfg, source)
+    parts = [str(p) for p in paths] + (["the command line"] if overrides else [])
+    source = " + ".join(parts) if parts else "the defaults"
+    cfg = _build(cls, raw, "", source)
+    if hasattr(cfg, "check"):
+        cfg.check(source)
     return cfg
 
 

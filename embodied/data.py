@@ -34,34 +34,10 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from embodied.errors import UserError
+from embodied.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "embodied-episodes/1"
 EPISODE_GLOB = "ep_*.safetensors"
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write a file so a reader never sees it half written (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """Atomically write obj as indented JSON."""
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer, np.floating, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def _crc(arrays: dict[str, np.ndarray]) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from embodied import io
 from embodied.vision import colour_centroid, pixel_error
 
 PSNR_CAP = 100.0
@@ -156,15 +157,4 @@ def side_by_side(ctx: np.ndarray, real: np.ndarray, pred: np.ndarray, scale: int
 
 def write_video(path: Path, ctx: np.ndarray, real: np.ndarray, pred: np.ndarray, fps: int = 8) -> Path:
     """Atomically write a real | imagined video (mp4, or gif by the file extension)."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = side_by_side(ctx, real, pred)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    if path.suffix == ".gif":
-        imageio.mimwrite(tmp, list(frames), duration=1000 / fps, loop=0)
-    else:
-        imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=16, ffmpeg_log_level="error")
-    os.replace(tmp, path)
-    return path
+    return io.write_video(path, side_by_side(ctx, real, pred), fps=fps)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embodied.io import atomic_write_bytes, write_video
+
 STYLE = {"model": dict(color="tab:blue", lw=2), "copy_last": dict(color="tab:gray", ls="--"),
          "action_blind": dict(color="tab:orange", ls="--"), "mujoco": dict(color="black", ls=":", lw=2),
          "truth": dict(color="black", ls=":", lw=2)}
@@ -102,12 +104,7 @@ def triptych(real: np.ndarray, pred: np.ndarray, scale: int = 3) -> np.ndarray:
 
 def write_gif(path: Path, real: np.ndarray, pred: np.ndarray, fps: float = 5.0) -> Path:
     """Animated GIF of real | imagined | difference that loops forever."""
-    import imageio.v3 as iio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = triptych(real, pred)
-    iio.imwrite(path, list(frames), extension=".gif", duration=int(1000 / fps), loop=0)
-    return path
+    return write_video(Path(path).with_suffix(".gif"), triptych(real, pred), fps=fps)
 
 
 def _score_table(validation: dict) -> str:
@@ -185,7 +182,7 @@ on the probe's combined error (a probe below 0.1 cannot tell them apart). Raw nu
 </body></html>
 """
     path = out / "report.html"
-    from embodied.data import atomic_write_bytes
+    from embodied.io import atomic_write_bytes
 
     atomic_write_bytes(path, page.encode())
     return path
@@ -248,7 +245,7 @@ between the best baseline and MuJoCo. Raw numbers: <a href="compare.json">compar
 <h2>Reports of each model</h2><ul>{links}</ul>
 </body></html>
 """
-    from embodied.data import atomic_write_bytes
+    from embodied.io import atomic_write_bytes
 
     path = out / "compare.html"
     atomic_write_bytes(path, page.encode())

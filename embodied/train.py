@@ -33,7 +33,8 @@ import torch
 
 from embodied import checkpoint
 from embodied.config import Config, load_config
-from embodied.data import Dataset, WindowSampler, atomic_write_json
+from embodied.data import Dataset, WindowSampler
+from embodied.io import atomic_write_json
 from embodied.errors import UserError
 
 SPEC_SKIP = ("format", "episodes", "episodes_total", "steps_total", "success_rate", "policies")

@@ -1,17 +1,17 @@
 """Any registered Gymnasium MuJoCo env with fast pixel observations and the task abilities.
 
 ``GymMujocoPixels("Reacher-v5")`` wraps the env built by ``gymnasium.make`` and
-gives it the same surface as our own tasks (:class:`envs.mujoco_base.MujocoTaskEnv`):
+gives it the same surface as our own tasks (:class:`embodied.envs.mujoco_base.MujocoTaskEnv`):
 
 * pixel observations (uint8 HWC, 64x64 by default) rendered by our own
-  :class:`~envs.mujoco_base.MujocoRenderer` (shadows, reflections and
+  :class:`~embodied.envs.mujoco_base.MujocoRenderer` (shadows, reflections and
   multisampling off) from a fixed camera: the env's own default camera
   config applied to a free camera that looks at the model's centre, as
   Gymnasium's viewer does, or a camera passed in ``camera=``;
 * ``obs_type="state"`` returns the wrapped env's own observation vector and
   ``"pixels_proprio"`` a dict of pixels and the qpos/qvel of the actuated joints;
 * ``get_state`` / ``set_state``: the exact MuJoCo state round trip
-  (:func:`envs.mujoco_base.get_sim_state`), replays are bit for bit;
+  (:func:`embodied.envs.mujoco_base.get_sim_state`), replays are bit for bit;
 * ``info["objects"]``: world xyz of every named body except the world body;
   ``info["is_success"]`` is whatever the env reports, else False;
 * truncation at the registered ``max_episode_steps``.
@@ -19,7 +19,7 @@ gives it the same surface as our own tasks (:class:`envs.mujoco_base.MujocoTaskE
 Differences from our tasks, on purpose:
 
 * the action space is the wrapped env's own (its actuator ctrlrange, not
-  always [-1, 1]); actions are validated and clipped by ``check_action``;
+  always [-1, 1]); actions are validated and clipped by ``check_actions``;
 * ``reward_from_sensors`` raises NotImplementedError: Gymnasium rewards
   depend on the action and on quantities that are not sensors, so the
   reward comes only from ``step`` (the batched MuJoCo oracle cannot score
@@ -44,7 +44,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.mujoco_base import CameraRendering, MujocoRenderer, ObjectSpec, check_action, get_sim_state, set_sim_state
+from embodied.envs.actions import check_actions
+from embodied.envs.mujoco_base import CameraRendering, MujocoRenderer, ObjectSpec, get_sim_state, set_sim_state
 
 _QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,
               int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
@@ -103,6 +104,21 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         max_episode_steps: override the spec's limit (None: the spec's, which may itself be None).
         **env_kwargs: passed to ``gymnasium.make`` (e.g. reward weights).
     """
+
+    # the task spec of a wrapped env: no expert, no goal image, generic probes only (its reward is computed
+    # in step(), so the oracle has no batched reward for planning fidelity, and it has no occluder or
+    # designated free object)
+    reward_success_margin = None
+    planner_defaults: dict = {}
+    probes: dict = {"fidelity": {}, "controllability": {}}
+
+    def expert(self) -> None:
+        """No scripted expert: collection falls back to random actions."""
+        return None
+
+    def goal_qpos(self) -> None:
+        """No goal image."""
+        return None
 
     def __init__(self, env_id: str, obs_type: str = "pixels", width: int = 64, height: int = 64,
                  render_mode: str | None = "rgb_array", camera=None, max_episode_steps: int | None = None,
@@ -222,7 +238,7 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         return self._obs(), self._info(info)
 
     def step(self, action):
-        a = check_action(action, self.action_space)
+        a = check_actions(action, self.action_space)
         obs, reward, terminated, _, info = self._env.step(a)
         self._refresh()
         self._inner_obs(obs)

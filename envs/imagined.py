@@ -177,7 +177,7 @@ def task_horizon(task: str) -> int:
     try:
         import importlib
 
-        from envs.registry import TASKS, canonical_task
+        from embodied.envs.registry import TASKS, canonical_task
 
         entry = TASKS.get(canonical_task(task or ""))
         if entry:
@@ -193,10 +193,10 @@ def task_horizon(task: str) -> int:
 def reward_success_threshold(task: str) -> float | None:
     """For tasks whose success is a threshold on the reward itself (Reach: reward = -distance)."""
     try:
-        from envs.registry import canonical_task
+        from embodied.envs.registry import canonical_task
 
         if canonical_task(task or "") == "reach":
-            from envs.tasks.reach import SUCCESS_RADIUS
+            from embodied.envs.tasks.reach import SUCCESS_RADIUS
 
             return -float(SUCCESS_RADIUS)
     except ImportError:
@@ -444,7 +444,7 @@ class ImaginationCore:
 
 def _canon(task: str) -> str:
     try:
-        from envs.registry import canonical_task
+        from embodied.envs.registry import canonical_task
 
         return canonical_task(task)
     except ImportError:

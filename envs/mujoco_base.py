@@ -1,8 +1,12 @@
 """Shared machinery of the MuJoCo ground-truth tasks.
 
-A task is an MJCF file plus a small subclass of :class:`MujocoTaskEnv` that says
-how to reset it and how to score a state. Everything a validation probe or an
-oracle planner needs lives here:
+A task is one subclass of :class:`MujocoTaskEnv` in ``embodied/envs/tasks/`` that
+owns everything about itself (the task spec): its MJCF, scored objects and
+their colours, how to reset it, its reward and success rule, its scripted
+expert, the pose of its goal image, its planner defaults, and the validation
+probes that apply with their settings. Registering it (one line in
+:mod:`embodied.envs.registry`) is all the rest of the project needs.
+Everything a validation probe or an oracle planner needs lives here:
 
 * fast offscreen rendering (no shadows, reflections or multisampling; flat
   colours so objects can be found in a frame by their colour),
@@ -24,6 +28,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from embodied.envs.actions import check_actions
+
 ASSETS = Path(__file__).parent / "tasks" / "assets"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -35,17 +41,6 @@ class ObjectSpec:
     name: str
     rgb: tuple[int, int, int]
     actuated: bool = False
-
-
-def check_action(action, space: gym.spaces.Box) -> np.ndarray:
-    """Validate an action: right shape and finite. Out-of-range values are clipped."""
-    a = np.asarray(action, dtype=np.float64)
-    if a.shape != space.shape:
-        raise ValueError(f"action has shape {a.shape}, expected {space.shape}: pass one value per actuator")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action {a.tolist()} contains NaN or inf: actions must be finite numbers "
-                         f"in [{space.low.min():g}, {space.high.max():g}]")
-    return np.clip(a, space.low, space.high)
 
 
 def sim_state_size(model: mujoco.MjModel) -> int:
@@ -113,20 +108,28 @@ class CameraRendering:
 
 
 class MujocoTaskEnv(CameraRendering, gym.Env):
-    """Base class of the planar tabletop tasks (Reach, Push, Occlusion).
+    """Base class of the planar tabletop tasks (Reach, Push, Occlusion): a task spec and its env.
 
     Subclasses set the class attributes and implement ``_reset_task``,
-    ``reward_from_sensors`` and ``proprio``.
+    ``reward_from_sensors`` and ``proprio``; ``expert`` and ``goal_qpos`` where
+    the task has them.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     task_name: str = ""
-    xml_file: str = ""
+    xml_file: str = ""                 # MJCF file in tasks/assets (or an absolute path) ...
+    xml: str = ""                      # ... or the MJCF text itself
     frame_skip: int = 10
     max_episode_steps: int = 50
     objects: tuple[ObjectSpec, ...] = ()
     camera: str = "top"
-    view_extent: float = 0.6  # metres seen across the orthographic top camera
+    view_extent: float = 0.6           # metres seen across the orthographic top camera
+    # success iff reward > -reward_success_margin, for tasks whose reward is minus the distance that
+    # decides success (Reach): a model's predicted reward then gives its predicted success
+    reward_success_margin: float | None = None
+    planner_defaults: dict = {}        # planner setting overrides measured for this task (make_planner)
+    # validation probes that apply to this task, each with its settings (see embodied.validate)
+    probes: dict = {"fidelity": {}, "controllability": {}, "planning_fidelity": {}}
 
     def __init__(self, obs_type: str = "pixels", render_mode: str | None = "rgb_array",
                  width: int = 64, height: int = 64):
@@ -136,7 +139,8 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
             raise ValueError(f"render_mode={render_mode!r} is not supported: use 'rgb_array'")
         self.obs_type, self.render_mode = obs_type, render_mode
         self.width, self.height = int(width), int(height)
-        self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.xml_file))
+        self.model = (mujoco.MjModel.from_xml_string(self.xml) if self.xml
+                      else mujoco.MjModel.from_xml_path(str(ASSETS / self.xml_file)))
         self.data = mujoco.MjData(self.model)
         self._renderer: MujocoRenderer | None = None
         self._steps = 0
@@ -167,7 +171,38 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
         """The robot's own joint positions and velocities (never object positions)."""
         raise NotImplementedError
 
+    def expert(self) -> np.ndarray | None:
+        """The scripted expert's action in the current state (reads the true state: data collection only).
+
+        None: the task has no expert (collection falls back to random actions).
+        """
+        return None
+
+    def goal_qpos(self) -> np.ndarray | None:
+        """qpos of the current episode's scene with the task solved (for goal images), or None."""
+        return None
+
     # ---- helpers ---------------------------------------------------------------
+    def goal_observation(self) -> tuple[dict, np.ndarray]:
+        """({"pixels", "proprio"}, simulator state) of this episode with the task solved; the env is restored.
+
+        A goal image, as a user would photograph the solved scene; ``ValueError``
+        for tasks without :meth:`goal_qpos`.
+        """
+        qpos = self.goal_qpos()
+        if qpos is None:
+            raise ValueError(f"task {self.task_name!r} defines no goal image (goal_qpos): use the reward objective")
+        saved = self.get_state()
+        try:
+            self.data.qpos[:] = qpos
+            self.data.qvel[:] = 0
+            mujoco.mj_forward(self.model, self.data)
+            obs = {"pixels": self.render_frame(), "proprio": self.proprio().astype(np.float32)}
+            sim = self.get_state()
+        finally:
+            self.set_state(saved)
+        return obs, sim
+
     def sensor(self, sensordata: np.ndarray, name: str) -> np.ndarray:
         """The named sensor's values from a (..., nsensordata) array."""
         return sensordata[..., self._sensor_slices[name]]
@@ -211,7 +246,7 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
         return self._obs(), self._info()
 
     def step(self, action):
-        a = check_action(action, self.action_space)
+        a = check_actions(action, self.action_space)
         self.data.ctrl[:] = a
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         mujoco.mj_forward(self.model, self.data)  # sensors, objects and the frame describe the new state

@@ -1,15 +1,15 @@
 """MPC planners over a batched world model: CEM, MPPI and random shooting.
 
 All share ``plan(model, state, goal=None) -> actions (H, A)`` (see
-:mod:`planners.base`); :mod:`planners.mpc` runs one in a real env
+:mod:`embodied.planners.base`); :mod:`embodied.planners.mpc` runs one in a real env
 (``embodied plan``).
 """
 from __future__ import annotations
 
-from planners.base import Planner, PlannerSettings, make_settings
-from planners.cem import CEM
-from planners.mppi import MPPI
-from planners.shooting import RandomShooting
+from embodied.planners.base import Planner, PlannerSettings, make_settings
+from embodied.planners.cem import CEM
+from embodied.planners.mppi import MPPI
+from embodied.planners.shooting import RandomShooting
 
 PLANNERS: dict[str, type[Planner]] = {"cem": CEM, "mppi": MPPI, "random": RandomShooting}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from planners.base import Planner, PlannerSettings
+from embodied.planners.base import Planner, PlannerSettings
 
 
 class CEM(Planner):

@@ -41,10 +41,11 @@ import numpy as np
 import torch
 
 from embodied.collect import EpisodeBuffer, dataset_spec
-from embodied.data import atomic_write_json, build_manifest, check_dataset_task, episode_path, write_episode
+from embodied.io import atomic_write_json, write_video
+from embodied.data import build_manifest, check_dataset_task, episode_path, write_episode
 from embodied.errors import UserError
 from embodied.models.base import State, WorldModel
-from planners import PLANNERS, Planner, make_planner
+from embodied.planners import PLANNERS, Planner, make_planner
 
 # ---------------------------------------------------------------------------
 # observations and the rolling history a learned model is encoded from
@@ -317,7 +318,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
             records.append({"episode": ep, "seed": seed + ep, "return": ret, "steps": steps,
                             "success": success, "success_any": success_any})
             if record and frames:
-                write_video(video_dir / f"episode_{ep:03d}", frames, fps=env.metadata.get("render_fps", 20))
+                write_video(video_dir / f"episode_{ep:03d}.mp4", frames, fps=env.metadata.get("render_fps", 20), scale=4)
             if buffer is not None:
                 write_episode(episode_path(record_dir, seed + ep), *buffer.episode(seed + ep, f"mpc-{planner.name}"))
     finally:
@@ -366,49 +367,6 @@ def summarise(records: list[dict], per_action_ms: list[float], plan_ms: list[flo
 
 
 # ---------------------------------------------------------------------------
-# files
-# ---------------------------------------------------------------------------
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_video(stem: Path, frames: list[np.ndarray], fps: int = 20, scale: int = 4) -> Path:
-    """Frames as ``stem.mp4`` (imageio-ffmpeg) or ``stem.gif`` when ffmpeg is unavailable; returns the path."""
-    import imageio.v2 as imageio
-
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    frames = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
-    formats = ((".mp4", {"fps": fps, "macro_block_size": 1}), (".gif", {"duration": 1000 / fps, "loop": 0}))
-    for suffix, kwargs in formats:
-        path = stem.with_suffix(suffix)
-        tmp = path.with_name(f".{path.stem}.tmp{suffix}")
-        try:
-            imageio.mimwrite(tmp, frames, **kwargs)
-        except Exception:  # no ffmpeg backend: fall back to GIF
-            if tmp.exists():
-                tmp.unlink()
-            continue
-        os.replace(tmp, path)
-        return path
-    raise RuntimeError(f"could not write a video to {stem}.mp4 or {stem}.gif: is imageio installed?")
-
-
-# ---------------------------------------------------------------------------
 # the `embodied plan` subcommand
 # ---------------------------------------------------------------------------
 
@@ -443,7 +401,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model(spec: str, task: str):
     """(env, model) for ``--model``: the MuJoCo oracle, or a trained run directory."""
-    from envs import make_task
+    from embodied.envs import make_task
 
     if spec == "mujoco":
         from embodied.models.oracle import MujocoOracle
@@ -477,7 +435,7 @@ def _command_line(args) -> str:
 
 
 def run(args) -> int:
-    from envs.registry import canonical_task
+    from embodied.envs.registry import canonical_task
 
     task = canonical_task(args.task)
     threads = torch.get_num_threads()
@@ -510,7 +468,7 @@ def _run(args, task: str) -> int:
               "objective": args.objective, "seed": args.seed, **result,
               "command": _command_line(args),
               "torch_threads": torch.get_num_threads()}
-    write_json(out / "plan.json", result)
+    atomic_write_json(out / "plan.json", result)
     miss = "" if args.control_hz is None else f", {result['deadline_miss_rate']:.0%} missed {args.control_hz:g} Hz"
     print(f"{task} {args.planner} on {model_name}: success {result['success_rate']:.0%}, "
           f"return {result['return_mean']:.2f}, {result['ms_per_action_median']:.1f} ms/action median "

@@ -2,11 +2,11 @@
 
 ``evaluate(env, act, episodes, seed)`` runs ``act(obs) -> action`` for
 ``episodes`` episodes (episode ``i`` reset with ``seed + i``) and scores them
-the way the MPC loop does (``planners.mpc``): ``success_rate`` is the share of
+the way the MPC loop does (``embodied.planners.mpc``): ``success_rate`` is the share of
 episodes whose *last* step reports ``info["is_success"]`` (the task is solved
 when the episode ends), ``success_any_rate`` the share that were solved at
 some step. Works for the real task (usually through
-:class:`envs.imagined.LatentObservation`, whose ``info["real_obs"]`` carries
+:class:`embodied.envs.imagined.LatentObservation`, whose ``info["real_obs"]`` carries
 the camera frame for the video) and for the imagined env alike.
 
 Ground truth (``info["is_success"]``, rewards) is read only to score, never
@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from embodied.io import write_video
+
 
 def frame_of(env, obs, info: dict) -> np.ndarray | None:
     """The camera frame of a step: the real observation's pixels, else ``env.render()``."""
@@ -36,29 +38,6 @@ def frame_of(env, obs, info: dict) -> np.ndarray | None:
     except Exception:  # noqa: BLE001  (no renderer: no video)
         return None
     return None if frame is None else np.asarray(frame)
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 20, scale: int = 4) -> Path | None:
-    """Frames as an mp4 (imageio-ffmpeg), or a GIF when ffmpeg is unavailable; written atomically."""
-    import imageio.v2 as imageio
-
-    if not frames:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
-    for suffix, kwargs in ((".mp4", {"fps": fps, "macro_block_size": 1}), (".gif", {"duration": 1000 / fps, "loop": 0})):
-        out = path.with_suffix(suffix)
-        tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{suffix}")
-        try:
-            imageio.mimwrite(tmp, frames, **kwargs)
-        except Exception:  # noqa: BLE001  (no ffmpeg backend: fall back to GIF)
-            if tmp.exists():
-                tmp.unlink()
-            continue
-        os.replace(tmp, out)
-        return out
-    return None
 
 
 def evaluate(env, act: Callable[[np.ndarray], np.ndarray], episodes: int = 20, seed: int = 0,
@@ -119,7 +98,7 @@ def evaluate(env, act: Callable[[np.ndarray], np.ndarray], episodes: int = 20, s
     }
     if video is not None:
         fps = int(getattr(env, "metadata", {}).get("render_fps", 20))
-        path = write_video(Path(video), frames, fps=fps)
+        path = write_video(Path(video), frames, fps=fps, scale=4)
         out["video"] = None if path is None else str(path)
     return out
 

@@ -7,7 +7,7 @@
     embodied policy train --task reach --baseline random --out ...
 
 Imagination (default)
-    SAC or PPO from stable-baselines3 trains on an :class:`envs.imagined.SB3VecEnv`:
+    SAC or PPO from stable-baselines3 trains on an :class:`embodied.envs.imagined.SB3VecEnv`:
     ``--num-envs`` imagined episodes advanced in one batched model step, the
     model's read-out observations (``--obs``), its predicted reward, episodes
     seeded from any step of the model's training episodes (``--split``,
@@ -23,7 +23,7 @@ Imagination (default)
 ``--baseline real``
     The same algorithm, hyper-parameters, number of parallel envs and step
     budget directly in the real MuJoCo task, seeing the same latent
-    observations (the real env behind :class:`envs.imagined.LatentObservation`,
+    observations (the real env behind :class:`embodied.envs.imagined.LatentObservation`,
     with the same model's encoder): the only difference from imagination is
     where the dynamics and the reward come from.
 ``--baseline random``
@@ -102,8 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def real_env(task: str, model, history: str = "episode", obs: str = "latent"):
     """The real task seen through ``model`` (pixels and proprio in, latent or read-out vector out)."""
-    from envs import make_task
-    from envs.imagined import LatentObservation
+    from embodied.envs import make_task
+    from embodied.envs.imagined import LatentObservation
 
     size = int(getattr(model, "image_size", 64))
     env = make_task(task, obs_type="pixels_proprio", width=size, height=size)
@@ -154,7 +154,7 @@ def make_agent(algo: str, venv, args, seed: int):
 def evaluate_imagined(model, act_batch, episodes: int, seed: int, split: str, start: str, task: str,
                       obs: str = "latent") -> dict:
     """Mean return (and predicted success where known) of ``episodes`` imagined episodes run in one batch."""
-    from envs.imagined import ImaginedVectorEnv
+    from embodied.envs.imagined import ImaginedVectorEnv
 
     venv = ImaginedVectorEnv(model, num_envs=episodes, task=task, split=split, start=start, obs_mode=obs,
                              autoreset_mode="Disabled")
@@ -191,7 +191,7 @@ def _command_line(args) -> str:
 
 
 def _checkpoint_info(run_dir) -> dict:
-    from envs.imagined import dataset_path_of, run_config
+    from embodied.envs.imagined import dataset_path_of, run_config
 
     cfg = run_config(run_dir)
     return {"model": str(run_dir), "model_arch": cfg.get("arch") or (cfg.get("model") or {}).get("arch"),
@@ -203,11 +203,11 @@ def train(args) -> dict:
     import torch
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from embodied.data import atomic_write_json
+    from embodied.io import atomic_write_json
     from embodied.errors import UserError
-    from envs.imagined import load_world_model, make_sb3_vec_env
-    from envs.registry import canonical_task
-    from policies.evaluate import evaluate, random_actor, sb3_actor
+    from embodied.envs.imagined import load_world_model, make_sb3_vec_env
+    from embodied.envs.registry import canonical_task
+    from embodied.policies.evaluate import evaluate, random_actor, sb3_actor
 
     t_start = time.perf_counter()
     if args.threads and args.threads > 0:
@@ -242,7 +242,7 @@ def train(args) -> dict:
             venv.seed(args.seed)
         else:
             if args.real_obs == "state":
-                from envs import make_task
+                from embodied.envs import make_task
 
                 venv = DummyVecEnv([lambda: make_task(task, obs_type="state") for _ in range(num_envs)])
             else:
@@ -269,13 +269,13 @@ def train(args) -> dict:
     eval_seed = args.seed + EVAL_SEED_OFFSET
     state_policy = args.baseline == "real" and args.real_obs == "state"
     if state_policy:
-        from envs import make_task
+        from embodied.envs import make_task
 
         env = make_task(task, obs_type="state")
     elif model is not None:
         env = real_env(task, model, args.history, args.obs)
     else:
-        from envs import make_task
+        from embodied.envs import make_task
 
         env = make_task(task, obs_type="pixels_proprio")
     act = sb3_actor(agent) if agent is not None else random_actor(env.action_space, eval_seed)

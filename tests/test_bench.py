@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from benchmarks.bench import run_bench
+from embodied.benchmarks.bench import run_bench
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from embodied.cli import main as cli
 from embodied.collect import collect, record_episode
 from embodied.data import Dataset, WindowSampler, episode_files, read_episode
 from embodied.errors import UserError
-from envs import make_task
+from embodied.envs import make_task
 
 
 @pytest.fixture(scope="module")

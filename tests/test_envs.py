@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers embodied/*-v0)
+import embodied.envs  # noqa: F401  (registers embodied/*-v0)
 from embodied.vision import colour_centroid, colour_mask, pixel_error
-from envs.gym_mujoco import GymMujocoPixels
-from envs.registry import make_task
-from envs.tasks.occlusion import OcclusionEnv
+from embodied.envs.gym_mujoco import GymMujocoPixels
+from embodied.envs.registry import make_task
+from embodied.envs.tasks.occlusion import OcclusionEnv
 
 # check_env's advice about unbounded state spaces and about envs made without gymnasium.make
 pytestmark = [pytest.mark.filterwarnings("ignore:.*observation space (minimum|maximum) value is:UserWarning"),

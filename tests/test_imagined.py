@@ -22,10 +22,10 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers embodied/Imagined-v0)
-from envs.imagined import (ImaginedEnv, ImaginedVectorEnv, LatentObservation, SB3VecEnv, latent_features,
+import embodied.envs  # noqa: F401  (registers embodied/Imagined-v0)
+from embodied.envs.imagined import (ImaginedEnv, ImaginedVectorEnv, LatentObservation, SB3VecEnv, latent_features,
                            make_sb3_vec_env, pad_window)
-from envs.registry import make_task
+from embodied.envs.registry import make_task
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*observation space (minimum|maximum) value is:UserWarning"),
               pytest.mark.filterwarnings("ignore:.*not having a spec:UserWarning"),
@@ -85,7 +85,7 @@ def run_dir(request, reach_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def any_model(run_dir):
     """Each architecture's tiny model, loaded once from its run folder."""
-    from envs.imagined import load_world_model
+    from embodied.envs.imagined import load_world_model
 
     return load_world_model(run_dir)
 
@@ -97,7 +97,7 @@ def recurrent_run(reach_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model(recurrent_run):
-    from envs.imagined import load_world_model
+    from embodied.envs.imagined import load_world_model
 
     return load_world_model(recurrent_run)
 
@@ -224,10 +224,10 @@ def test_bad_actions_give_clear_errors(model):
 
 
 def test_out_of_range_actions_are_clipped_like_the_real_task(model):
-    from envs.mujoco_base import check_action
+    from embodied.envs.actions import check_actions
 
     real = make_task("reach")
-    assert np.array_equal(check_action([5.0, -3.0], real.action_space), [1.0, -1.0])
+    assert np.array_equal(check_actions([5.0, -3.0], real.action_space), [1.0, -1.0])
     a, b = ImaginedEnv(model), ImaginedEnv(model)
     a.reset(seed=4)
     b.reset(seed=4)

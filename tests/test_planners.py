@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from embodied.models.base import WorldModel
-from planners import PLANNERS, TASK_DEFAULTS, PlannerSettings, make_planner
-from planners.mpc import ObsHistory, goal_observation, run_mpc
+from embodied.planners import PLANNERS, TASK_DEFAULTS, PlannerSettings, make_planner
+from embodied.planners.mpc import ObsHistory, goal_observation, run_mpc
 
 
 class PointMass(WorldModel):
@@ -192,7 +192,7 @@ def test_task_defaults():
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_oracle_rollout_equals_env(task):
     from embodied.models.oracle import MujocoOracle
-    from envs import make_task
+    from embodied.envs import make_task
 
     env = make_task(task, obs_type="state")
     env.reset(seed=3)
@@ -219,7 +219,7 @@ def test_oracle_rollout_equals_env(task):
 
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_goal_image_solves_the_task(task):
-    from envs import make_task
+    from embodied.envs import make_task
 
     env = make_task(task, obs_type="pixels_proprio")
     env.reset(seed=5)
@@ -314,7 +314,7 @@ def _random_return(env, episodes, seed, steps):
 @pytest.mark.parametrize("objective", ["reward", "goal"])
 def test_closed_loop_oracle_reach_beats_random(objective):
     from embodied.models.oracle import MujocoOracle
-    from envs import make_task
+    from embodied.envs import make_task
 
     env = make_task("reach", obs_type="pixels_proprio")
     oracle = MujocoOracle(env)

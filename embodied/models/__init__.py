@@ -5,12 +5,13 @@ of that architecture's config dataclass (unknown keys are an error); ``spec``
 is the dataset manifest's task description (``task``, ``image_size``,
 ``action_dim``, ``proprio_dim``, ``objects``). ``model.config`` is a JSON-able
 dict that rebuilds the same model: ``build_model(model.config, model.spec)``.
-The MuJoCo oracle (:mod:`embodied.models.oracle`) is built from a live env,
-not from here.
+The MuJoCo oracle (:mod:`embodied.models.oracle`) is built from a task name,
+not from here; a trained model is loaded from its run folder with
+:func:`embodied.checkpoint.load`.
 """
 from __future__ import annotations
 
-from embodied.models.base import State, WorldModel, cat_states, index_state, repeat_state, state_batch
+from embodied.models.base import Abilities, State, WorldModel, cat_states, index_state, repeat_state, state_batch
 from embodied.models.codec import config_from_dict
 from embodied.models.recurrent import RecurrentConfig, RecurrentWorldModel
 from embodied.models.transformer import TransformerConfig, TransformerWorldModel
@@ -34,15 +35,6 @@ def build_model(model_cfg: dict | None, spec: dict) -> WorldModel:
     return cls(config_from_dict(cfg_cls, model_cfg), spec)
 
 
-__all__ = ["MODELS", "build_model", "State", "WorldModel", "repeat_state", "index_state", "cat_states",
+__all__ = ["MODELS", "build_model", "Abilities", "State", "WorldModel", "repeat_state", "index_state", "cat_states",
            "state_batch", "RecurrentConfig", "RecurrentWorldModel", "TransformerConfig", "TransformerWorldModel"]
 
-
-def load(run_dir, task: str | None = None, spec: dict | None = None) -> WorldModel:
-    """Rebuild a trained model from a run folder (see :func:`embodied.checkpoint.load`)."""
-    from embodied.checkpoint import load as load_checkpoint
-
-    return load_checkpoint(run_dir, task=task, spec=spec)
-
-
-__all__.append("load")

@@ -7,17 +7,27 @@ interchangeable behind them.
 
 Shapes (B batch, T context length, H horizon, A action size, P proprio size):
 
-* ``encode(frames (B,T,h,w,3) uint8, actions (B,T-1,A), proprio (B,T,P) | None) -> State``
-  builds the state from real context; ``actions[:, t]`` is the action taken
-  between ``frames[:, t]`` and ``frames[:, t+1]``.
+* ``encode(frames (B,T,h,w,3) uint8, actions (B,T-1,A), proprio (B,T,P) | None,
+  sim_state (B,S) | None) -> State`` builds the state from real context;
+  ``actions[:, t]`` is the action taken between ``frames[:, t]`` and
+  ``frames[:, t+1]``. ``sim_state`` (the simulator state at the last frame)
+  is handed over only to a model that declares ``abilities.simulator_state``
+  (the MuJoCo oracle), by the evaluator that owns the real env.
 * ``step(state, action (B,A)) -> State``: one imagined step.
 * ``decode(state) -> (B,h,w,3) uint8``: pixels, only when someone looks.
+* ``features(state) -> (B,D)``: the state as one flat float vector.
 * ``reward(state) -> (B,)``: predicted reward of arriving in ``state``.
-* ``goal_distance(state, goal_state) -> (B,)``: distance in latent space.
+
+Optional abilities are declared in :class:`Abilities` (``model.abilities``),
+never guessed: a caller checks ``model.abilities.success`` before calling
+``model.success(state)``; an ability a model does not declare raises.
 * ``rollout(state, actions (B,H,A)) -> (final State, rewards (B,H))``: the
   batched core planners call; ``state`` may have batch 1 and is broadcast.
 """
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 
@@ -54,27 +64,77 @@ def state_batch(state: State) -> int:
     return next(iter(state.values())).shape[0]
 
 
-class WorldModel(torch.nn.Module):
-    """Base class: subclasses implement encode, step, decode, reward and goal_distance."""
+@dataclass(frozen=True)
+class Abilities:
+    """What a world model can do beyond ``encode``, ``step``, ``decode``, ``features`` and ``reward``."""
+
+    success: bool = False          # success(state) -> (B,) bool: predicted task success
+    goal_distance: bool = False    # goal_distance(state, goal) -> (B,): distance to an encoded goal
+    proprio: bool = False          # proprio(state) -> (B,P): predicted robot proprioception
+    objects: bool = False          # objects(state) -> (B,K,2): predicted planar object positions
+    readout: bool = False          # readout(state) -> (B,D): normalised proprio and object read-outs
+    simulator_state: bool = False  # encode() needs the true simulator state (only the MuJoCo oracle)
+
+
+class WorldModel(torch.nn.Module, ABC):
+    """The interface: subclasses implement the abstract methods and the abilities they declare."""
 
     task: str = ""
     action_dim: int = 0
-    is_oracle: bool = False
+    image_size: int = 64
+    proprio_dim: int = 0
+    context: int = 1                # real frames encode() expects
+    abilities: Abilities = Abilities()
 
-    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None) -> State:
-        raise NotImplementedError
+    @property
+    def max_context(self) -> int:
+        """The most real frames encode() makes use of (a transformer's attention window; else ``context``)."""
+        return self.context
 
+    @abstractmethod
+    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None,
+               sim_state: torch.Tensor | None = None) -> State:
+        """The model state (batch B) from real context frames, the actions between them and proprio."""
+
+    @abstractmethod
     def step(self, state: State, action: torch.Tensor) -> State:
-        raise NotImplementedError
+        """One imagined step of every batch element under ``action`` (B, A)."""
 
+    @abstractmethod
     def decode(self, state: State) -> torch.Tensor:
-        raise NotImplementedError
+        """Frames (B, H, W, 3) uint8 of a state."""
 
+    @abstractmethod
+    def features(self, state: State) -> torch.Tensor:
+        """The state as one flat float vector per batch element (B, D): latent observations read it."""
+
+    @abstractmethod
     def reward(self, state: State) -> torch.Tensor:
-        raise NotImplementedError
+        """Predicted reward (B,) of arriving in ``state``."""
+
+    def _missing(self, name: str):
+        return NotImplementedError(f"{type(self).__name__} does not declare the {name!r} ability "
+                                   f"(model.abilities.{name} is False)")
+
+    def success(self, state: State) -> torch.Tensor:
+        """Predicted task success (B,) bool; needs ``abilities.success``."""
+        raise self._missing("success")
 
     def goal_distance(self, state: State, goal: State) -> torch.Tensor:
-        raise NotImplementedError
+        """Distance (B,) from each state to ``goal`` (batch 1 or B); needs ``abilities.goal_distance``."""
+        raise self._missing("goal_distance")
+
+    def proprio(self, state: State) -> torch.Tensor:
+        """Predicted proprio (B, P) in the dataset's units; needs ``abilities.proprio``."""
+        raise self._missing("proprio")
+
+    def objects(self, state: State) -> torch.Tensor:
+        """Predicted planar object positions (B, K, 2); needs ``abilities.objects``."""
+        raise self._missing("objects")
+
+    def readout(self, state: State) -> torch.Tensor:
+        """Normalised low-dimensional read-outs (B, D); needs ``abilities.readout``."""
+        raise self._missing("readout")
 
     @torch.no_grad()
     def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:

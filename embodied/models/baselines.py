@@ -1,9 +1,8 @@
 """Baseline world models every validation probe must rank below the truth.
 
 * :class:`CopyLastFrame`: the world never changes; its state is the last real
-  frame, ``step`` returns it unchanged and ``decode`` shows it. It has no reward
-  head: its predicted reward is a constant (zero), so it carries no ranking
-  information for planning.
+  frame, ``step`` returns it unchanged and ``decode`` shows it. Its predicted
+  reward is a constant (zero), so it carries no ranking information for planning.
 * :class:`ActionBlind`: wraps any model (a learned one or the MuJoCo oracle)
   and replaces every action it sees with zeros, in ``encode`` and in ``step``.
   A model that ignores its actions scores like its action-blind self, which is
@@ -16,18 +15,21 @@ from __future__ import annotations
 
 import torch
 
-from embodied.models.base import State, WorldModel
+from embodied.models.base import Abilities, State, WorldModel
 
 
 class CopyLastFrame(WorldModel):
     """Predicts that the next frame is the last real frame, forever."""
 
-    def __init__(self, task: str = "", action_dim: int = 0, context: int = 1):
+    abilities = Abilities(goal_distance=True)
+
+    def __init__(self, task: str = "", action_dim: int = 0, context: int = 1, image_size: int = 64):
         super().__init__()
         self.task, self.action_dim, self.context = task, int(action_dim), int(context)
+        self.image_size = int(image_size)
 
     def encode(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
-               proprio: torch.Tensor | None = None) -> State:
+               proprio: torch.Tensor | None = None, sim_state: torch.Tensor | None = None) -> State:
         frames = torch.as_tensor(frames)
         if frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"frames have shape {tuple(frames.shape)}, expected (B, T, H, W, 3) uint8")
@@ -38,6 +40,9 @@ class CopyLastFrame(WorldModel):
 
     def decode(self, state: State) -> torch.Tensor:
         return state["frame"]
+
+    def features(self, state: State) -> torch.Tensor:
+        return state["frame"].float().flatten(1) / 255.0
 
     def reward(self, state: State) -> torch.Tensor:
         return torch.zeros(state["frame"].shape[0])
@@ -54,20 +59,18 @@ class ActionBlind(WorldModel):
     def __init__(self, inner: WorldModel):
         super().__init__()
         self.inner = inner
-        self.task = getattr(inner, "task", "")
-        self.action_dim = getattr(inner, "action_dim", 0)
-        self.is_oracle = bool(getattr(inner, "is_oracle", False))
-        if hasattr(inner, "context"):
-            self.context = inner.context
+        self.task, self.action_dim, self.context = inner.task, inner.action_dim, inner.context
+        self.image_size, self.proprio_dim = inner.image_size, inner.proprio_dim
+        self.abilities = inner.abilities
 
-    def state_from_env(self, env=None) -> State:
-        """Oracle start states pass through unchanged (the state already holds the real velocities)."""
-        return self.inner.state_from_env(env)
+    @property
+    def max_context(self) -> int:
+        return self.inner.max_context
 
     def encode(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
-               proprio: torch.Tensor | None = None) -> State:
+               proprio: torch.Tensor | None = None, sim_state: torch.Tensor | None = None) -> State:
         zeros = None if actions is None else torch.zeros_like(torch.as_tensor(actions))
-        return self.inner.encode(frames, zeros, proprio)
+        return self.inner.encode(frames, zeros, proprio, sim_state)
 
     def step(self, state: State, action: torch.Tensor) -> State:
         return self.inner.step(state, torch.zeros_like(torch.as_tensor(action)))
@@ -75,11 +78,26 @@ class ActionBlind(WorldModel):
     def decode(self, state: State) -> torch.Tensor:
         return self.inner.decode(state)
 
+    def features(self, state: State) -> torch.Tensor:
+        return self.inner.features(state)
+
     def reward(self, state: State) -> torch.Tensor:
         return self.inner.reward(state)
 
+    def success(self, state: State) -> torch.Tensor:
+        return self.inner.success(state)
+
     def goal_distance(self, state: State, goal: State) -> torch.Tensor:
         return self.inner.goal_distance(state, goal)
+
+    def proprio(self, state: State) -> torch.Tensor:
+        return self.inner.proprio(state)
+
+    def objects(self, state: State) -> torch.Tensor:
+        return self.inner.objects(state)
+
+    def readout(self, state: State) -> torch.Tensor:
+        return self.inner.readout(state)
 
     @torch.no_grad()
     def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:

@@ -218,7 +218,7 @@ def foreground_weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight:
 # ----------------------------------------------------------------------------------------------
 from dataclasses import asdict, fields  # noqa: E402
 
-from embodied.models.base import WorldModel  # noqa: E402
+from embodied.models.base import Abilities, WorldModel  # noqa: E402
 
 
 def config_from_dict(cls, cfg: dict):
@@ -252,6 +252,12 @@ class LearnedWorldModel(WorldModel):
         self.object_names = [o["name"] for o in spec.get("objects", [])] if cfg.object_weight > 0 else []
         if self.object_names:
             self.onorm = RunningNorm(2 * len(self.object_names))
+
+    @property
+    def abilities(self) -> Abilities:
+        heads = self.proprio_dim > 0 or bool(self.object_names)
+        return Abilities(goal_distance=True, proprio=self.proprio_dim > 0, objects=bool(self.object_names),
+                         readout=heads)
 
     @property
     def config(self) -> dict:
@@ -363,10 +369,6 @@ class LearnedWorldModel(WorldModel):
     def _ref_state(self, frames: torch.Tensor) -> dict:
         """State entries carrying the reference frame (the last real frame) for the compositing decoder."""
         return {"ref": frames[:, -1].to(self.pnorm.mean.device).to(torch.uint8)} if self.cfg.composite else {}
-
-    def features(self, state: dict) -> torch.Tensor:
-        """The latent feature vector (B, D) of a state: what the heads and the decoder read."""
-        raise NotImplementedError
 
     def decode(self, state: dict) -> torch.Tensor:
         return self._decode_feat(self.features(state), state)

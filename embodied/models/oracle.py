@@ -1,7 +1,10 @@
 """The MuJoCo simulator behind the world-model interface: the yardstick, never a planner's input.
 
-Its state is a batch of exact MuJoCo states (``envs.mujoco_base.get_sim_state``
-vectors). ``rollout`` steps a whole batch of action sequences through
+Its state is a batch of exact MuJoCo states (``embodied.envs.mujoco_base.get_sim_state``
+vectors), handed to ``encode(..., sim_state=...)`` by the evaluator that owns the
+real env (it declares ``abilities.simulator_state``). It simulates in a private
+copy of the task (its own MjModel and MjData), so it never reads or moves a
+live env. ``rollout`` steps a whole batch of action sequences through
 ``mujoco.rollout`` (C, multithreaded); ``step`` replays one env step per batch
 element exactly as the env does. Rewards come from the task's own
 ``reward_from_sensors``, so oracle returns equal real-env returns.
@@ -13,34 +16,39 @@ import mujoco.rollout
 import numpy as np
 import torch
 
-from embodied.models.base import State, WorldModel, repeat_state
-from envs.mujoco_base import STATE_SPEC, check_action, get_sim_state, set_sim_state
+from embodied.envs.registry import make_task
+from embodied.models.base import Abilities, State, WorldModel, repeat_state
+from embodied.envs.actions import check_actions
+from embodied.envs.mujoco_base import STATE_SPEC, get_sim_state, set_sim_state
 
 
 class MujocoOracle(WorldModel):
-    """World model whose state is the true simulator state of a task env."""
+    """World model whose state is the true simulator state of a task (built from the task's name)."""
 
-    is_oracle = True
+    abilities = Abilities(success=True, goal_distance=True, simulator_state=True)
 
-    def __init__(self, env, n_threads: int = 2):
+    def __init__(self, task: str, image_size: int = 64, n_threads: int = 2, **task_kwargs):
         super().__init__()
-        self.env = env
-        self.task = env.task_name
-        self.model = env.model
-        self.action_dim = env.action_space.shape[0]
-        self.frame_skip = env.frame_skip
+        self._sim_task = make_task(task, obs_type="pixels", width=image_size, height=image_size, **task_kwargs)
+        self.task = self._sim_task.task_name
+        self.image_size = int(image_size)
+        self.model = self._sim_task.model
+        self.action_dim = self._sim_task.action_space.shape[0]
+        self.frame_skip = self._sim_task.frame_skip
         self._data = [mujoco.MjData(self.model) for _ in range(n_threads)]
         self._scratch = mujoco.MjData(self.model)
         self._nphys = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self._rollout = mujoco.rollout.Rollout(nthread=n_threads) if hasattr(mujoco.rollout, "Rollout") else None
 
-    def state_from_env(self, env=None) -> State:
-        """The oracle state of a live env (batch 1)."""
-        env = env or self.env
-        return {"sim": torch.from_numpy(env.get_state())[None]}
+    def encode(self, frames, actions, proprio=None, sim_state=None) -> State:
+        if sim_state is None:
+            raise ValueError("the MuJoCo oracle is encoded from the simulator state: pass sim_state "
+                             "(env.get_state() at the last context frame)")
+        sim = torch.as_tensor(sim_state, dtype=torch.float64)
+        return {"sim": sim.reshape(-1, sim.shape[-1]).clone()}
 
-    def encode(self, frames, actions, proprio=None) -> State:
-        raise TypeError("the MuJoCo oracle cannot be encoded from frames: use state_from_env(env)")
+    def features(self, state: State) -> torch.Tensor:
+        return state["sim"].float()
 
     def _sensordata(self, sim: np.ndarray) -> np.ndarray:
         out = np.empty((sim.shape[0], self.model.nsensordata))
@@ -55,25 +63,25 @@ class MujocoOracle(WorldModel):
         out = np.empty_like(sim)
         for i in range(sim.shape[0]):
             steps = set_sim_state(self.model, self._scratch, sim[i])
-            self._scratch.ctrl[:] = check_action(action[i], self.env.action_space)
+            self._scratch.ctrl[:] = check_actions(action[i], self._sim_task.action_space)
             mujoco.mj_step(self.model, self._scratch, nstep=self.frame_skip)
             mujoco.mj_forward(self.model, self._scratch)
             out[i] = get_sim_state(self.model, self._scratch, steps + 1)
         return {"sim": torch.from_numpy(out)}
 
     def reward(self, state: State) -> torch.Tensor:
-        reward, _ = self.env.reward_from_sensors(self._sensordata(state["sim"].numpy()))
+        reward, _ = self._sim_task.reward_from_sensors(self._sensordata(state["sim"].numpy()))
         return torch.as_tensor(reward, dtype=torch.float32)
 
     def success(self, state: State) -> torch.Tensor:
-        _, success = self.env.reward_from_sensors(self._sensordata(state["sim"].numpy()))
+        _, success = self._sim_task.reward_from_sensors(self._sensordata(state["sim"].numpy()))
         return torch.as_tensor(success)
 
     def decode(self, state: State) -> torch.Tensor:
         frames = []
         for s in state["sim"].numpy():
             set_sim_state(self.model, self._scratch, s)
-            frames.append(self.env.render_data(self._scratch))
+            frames.append(self._sim_task.render_data(self._scratch))
         return torch.from_numpy(np.stack(frames))
 
     def goal_distance(self, state: State, goal: State) -> torch.Tensor:
@@ -97,7 +105,7 @@ class MujocoOracle(WorldModel):
         else:
             states, sensors = mujoco.rollout.rollout(self.model, self._data, sim[:, :self._nphys], control, **kwargs)
         per_step = sensors[:, self.frame_skip::self.frame_skip]
-        reward, _ = self.env.reward_from_sensors(per_step)
+        reward, _ = self._sim_task.reward_from_sensors(per_step)
         last = states[:, horizon * self.frame_skip - 1]
         # mujoco.rollout does not return the final warm start; the next replan starts from a real env state anyway
         final = np.concatenate([last, np.zeros((n, nv)), sim[:, -1:] + horizon], axis=1)

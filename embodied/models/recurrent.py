@@ -125,13 +125,13 @@ class RecurrentWorldModel(LearnedWorldModel):
             posts.append(post)
         return hs, zs, posts, priors
 
-    @staticmethod
-    def features(state: State) -> torch.Tensor:
+    def features(self, state: State) -> torch.Tensor:
         """The latent feature vector (B, D) the heads and the decoder read."""
         return torch.cat([state["h"], state["z"]], -1)
 
     # -- interface ------------------------------------------------------------------------------
-    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None) -> State:
+    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None,
+               sim_state: torch.Tensor | None = None) -> State:
         dev = self.pnorm.mean.device
         x = frames_to_float_dev(frames, dev)
         p, pmask = self._proprio(proprio, frames.shape[:2])

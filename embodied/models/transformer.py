@@ -184,13 +184,18 @@ class TransformerWorldModel(LearnedWorldModel):
             return None
         return [(state[f"k{i}"], state[f"v{i}"]) for i in range(self.cfg.layers)]
 
-    @staticmethod
-    def features(state: State) -> torch.Tensor:
+    @property
+    def max_context(self) -> int:
+        """The attention window: encode() uses up to this many real frames."""
+        return max(self.context, int(self.cfg.window))
+
+    def features(self, state: State) -> torch.Tensor:
         """The latent feature vector (B, D) the heads and the decoder read."""
         return state["f"] if "f" in state else state["fwin"][:, -1]
 
     # -- interface ------------------------------------------------------------------------------
-    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None) -> State:
+    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None,
+               sim_state: torch.Tensor | None = None) -> State:
         dev = self.pnorm.mean.device
         b, t = frames.shape[:2]
         x = frames.to(dev).movedim(-1, -3).float() / 255.0

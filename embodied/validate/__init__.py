@@ -61,7 +61,7 @@ FORMAT = "embodied-validation/1"
 
 def applicable_probes(task: str) -> tuple[str, ...]:
     """The probes that apply to a task (canonical name or any Gymnasium id)."""
-    from envs.registry import canonical_task
+    from embodied.envs.registry import canonical_task
 
     return APPLICABLE.get(canonical_task(task), GENERIC_PROBES)
 
@@ -124,7 +124,7 @@ class Harness:
     def __init__(self, task: str, model, settings: Settings, size: int | None = None):
         from embodied.models.baselines import ActionBlind, CopyLastFrame
         from embodied.models.oracle import MujocoOracle
-        from envs.registry import canonical_task, make_task
+        from embodied.envs.registry import canonical_task, make_task
 
         self.task = canonical_task(task)
         self.settings = settings
@@ -251,7 +251,7 @@ class Harness:
         rng = np.random.default_rng(seed)
         if kind == "random":
             return smooth_actions(rng, horizon, self.action_dim)
-        from policies.scripted import make_policy
+        from embodied.policies.scripted import make_policy
 
         self.env.set_state(start.sim)
         act, _ = make_policy("scripted", self.env, rng)
@@ -352,7 +352,7 @@ def load_model(spec, task: str):
     if name in PSEUDO_MODELS:
         from embodied.models.baselines import ActionBlind, CopyLastFrame
         from embodied.models.oracle import MujocoOracle
-        from envs.registry import make_task
+        from embodied.envs.registry import make_task
 
         if name == "copy_last":
             env = make_task(task)
@@ -465,9 +465,9 @@ def _checkpoint_info(spec) -> dict | None:
 def validate(task: str, model, out: Path, quick: bool = False, seed: int = 0, probes=None,
              media: bool = True, model_name: str | None = None, progress=print, command: str | None = None) -> dict:
     """Run every applicable probe; write ``validation.json`` (atomically) and ``report.html`` under ``out``."""
-    from embodied.data import atomic_write_json
+    from embodied.io import atomic_write_json
     from embodied.report import write_report
-    from envs.registry import canonical_task
+    from embodied.envs.registry import canonical_task
 
     out = Path(out)
     spec = model

@@ -28,7 +28,7 @@ def _name(spec, taken: set) -> str:
 def compare(models: list, task: str, out: Path, quick: bool = False, seed: int = 0, probes=None,
             media: bool = True, progress=print, command: str | None = None) -> dict:
     """Validate every model under ``out/<name>`` and write compare.json and compare.html."""
-    from embodied.data import atomic_write_json
+    from embodied.io import atomic_write_json
     from embodied.report import write_compare_report
 
     if len(models) < 1:

@@ -41,7 +41,7 @@ STILL = "still"
 
 
 def _band_half_px(h) -> float:
-    from envs.tasks.occlusion import OCCLUDER_HALF_WIDTH
+    from embodied.envs.tasks.occlusion import OCCLUDER_HALF_WIDTH
 
     return OCCLUDER_HALF_WIDTH * h.size / h.env.view_extent
 

@@ -6,7 +6,7 @@ a pusher whose reward is to stay close to the ball.
 """
 import numpy as np
 
-from envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
 
 SUCCESS_RADIUS = 0.08
 OCCLUDER_HALF_WIDTH = 0.09
@@ -18,6 +18,11 @@ class OcclusionEnv(MujocoTaskEnv):
     max_episode_steps = 60
     objects = (ObjectSpec("pusher", (25, 76, 255), actuated=True), ObjectSpec("ball", (229, 0, 0)),
                ObjectSpec("still", (242, 216, 0)))
+    occluder_half_width = OCCLUDER_HALF_WIDTH
+    # ball and pusher pass under the occluder; the still box moves only if pushed
+    probes = {"fidelity": {}, "controllability": {}, "planning_fidelity": {},
+              "persistence": {"movers": ("ball", "pusher"), "still": "still"},
+              "causality": {"object": "still", "pusher": "pusher", "keep_clear": ("ball",)}}
 
     def _reset_task(self, rng):
         side = rng.choice([-1.0, 1.0])
@@ -42,6 +47,11 @@ class OcclusionEnv(MujocoTaskEnv):
 
     def proprio(self):
         return np.concatenate([self.data.qpos[4:6], self.data.qvel[4:6]])
+
+    def expert(self) -> np.ndarray:
+        """Chase the ball, wherever it is (the expert sees it even under the occluder)."""
+        objs = self.object_positions()
+        return np.clip(10.0 * (objs["ball"][:2] - objs["pusher"][:2]), -1.0, 1.0)
 
     @staticmethod
     def is_hidden(xy) -> np.ndarray:

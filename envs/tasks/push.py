@@ -1,7 +1,7 @@
 """Push: a pusher moves a block onto a goal. The block moves only through contact."""
 import numpy as np
 
-from envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
 
 SUCCESS_RADIUS = 0.05
 
@@ -14,12 +14,24 @@ def _sample_apart(rng, low, high, others, min_dist):
             return p
 
 
+def _toward(delta: np.ndarray, gain: float) -> np.ndarray:
+    return np.clip(gain * delta, -1.0, 1.0)
+
+
 class PushEnv(MujocoTaskEnv):
     task_name = "push"
     xml_file = "push.xml"
     max_episode_steps = 60
     objects = (ObjectSpec("pusher", (25, 76, 255), actuated=True), ObjectSpec("block", (229, 0, 0)),
                ObjectSpec("goal", (0, 204, 0)))
+    # A longer look-ahead than the default, measured with the MuJoCo oracle: the pusher covers 2.5 cm per
+    # step and must often go round the block, and a block pushed past the goal into the wall cannot be
+    # pulled back; at horizon 12 the oracle solved 7/10 episodes (seeds 0-9), at 20-24 the failures
+    # recover. Fewer samples keep the cost per action about the same (5,760 imagined steps).
+    planner_defaults = {"horizon": 20, "samples": 96, "elites": 10}
+    # the block moves only through contact
+    probes = {"fidelity": {}, "controllability": {}, "planning_fidelity": {},
+              "causality": {"object": "block", "pusher": "pusher"}}
 
     def _reset_task(self, rng):
         block = rng.uniform(-0.12, 0.12, size=2)
@@ -37,3 +49,31 @@ class PushEnv(MujocoTaskEnv):
 
     def proprio(self):
         return np.concatenate([self.data.qpos[4:6], self.data.qvel[4:6]])
+
+    def expert(self) -> np.ndarray:
+        """Go behind the block (as seen from the goal), then push it toward the goal."""
+        objs = self.object_positions()
+        pusher, block, goal = objs["pusher"][:2], objs["block"][:2], objs["goal"][:2]
+        direction = goal - block
+        direction /= np.linalg.norm(direction) + 1e-9
+        behind = block - direction * 0.1
+        to_behind = behind - pusher
+        side = np.dot(pusher - block, direction)
+        if np.linalg.norm(to_behind) > 0.03:
+            if side > -0.05 and np.linalg.norm(pusher - block) < 0.12:
+                # on the wrong side and close: step sideways around the block first
+                normal = np.array([-direction[1], direction[0]])
+                normal *= np.sign(np.dot(pusher - block, normal)) or 1.0
+                return _toward(normal * 0.1 - direction * 0.05, 12.0)
+            return _toward(to_behind, 12.0)
+        return _toward(direction * 0.1 + 0.5 * to_behind, 10.0)
+
+    def goal_qpos(self) -> np.ndarray:
+        """Block on the goal, pusher behind it as after a straight push."""
+        qpos = self.data.qpos.copy()
+        goal, block = qpos[0:2].copy(), qpos[2:4].copy()
+        direction = goal - block
+        direction /= max(np.linalg.norm(direction), 1e-9)
+        qpos[2:4] = goal
+        qpos[4:6] = np.clip(goal - 0.095 * direction, -0.27, 0.27)
+        return qpos

@@ -1,9 +1,12 @@
 """Reach: a planar two-link arm brings its fingertip to a target."""
+import math
+
 import numpy as np
 
-from envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
 
 SUCCESS_RADIUS = 0.04
+LINKS = (0.14, 0.12)  # upper arm and forearm lengths in reach.xml
 
 
 class ReachEnv(MujocoTaskEnv):
@@ -11,6 +14,9 @@ class ReachEnv(MujocoTaskEnv):
     xml_file = "reach.xml"
     max_episode_steps = 50
     objects = (ObjectSpec("fingertip", (229, 0, 0), actuated=True), ObjectSpec("target", (0, 204, 0)))
+    reward_success_margin = SUCCESS_RADIUS  # reward = -distance(fingertip, target)
+    # reach: no free object, nothing to hide: frames, the arm, and rankings
+    probes = {"fidelity": {}, "controllability": {}, "planning_fidelity": {}}
 
     def _reset_task(self, rng):
         qpos = self.data.qpos
@@ -29,3 +35,26 @@ class ReachEnv(MujocoTaskEnv):
         """[sin, cos] of the shoulder (it turns without limit), the elbow angle, both joint velocities."""
         shoulder, elbow = self.data.qpos[2:4]
         return np.concatenate([[np.sin(shoulder), np.cos(shoulder), elbow], self.data.qvel[2:4]])
+
+    def expert(self) -> np.ndarray:
+        """Joint velocities that move the fingertip straight at the target (Jacobian transpose-inverse)."""
+        q1, q2 = self.data.qpos[2:4]
+        l1, l2 = LINKS
+        jac = np.array([[-l1 * np.sin(q1) - l2 * np.sin(q1 + q2), -l2 * np.sin(q1 + q2)],
+                        [l1 * np.cos(q1) + l2 * np.cos(q1 + q2), l2 * np.cos(q1 + q2)]])
+        objs = self.object_positions()
+        delta = objs["target"][:2] - objs["fingertip"][:2]
+        dq = np.linalg.solve(jac.T @ jac + 1e-3 * np.eye(2), jac.T @ (8.0 * delta))
+        return np.clip(dq / 2.5, -1.0, 1.0)
+
+    def goal_qpos(self) -> np.ndarray:
+        """Arm joints that put the fingertip on the target (two-link inverse kinematics)."""
+        qpos = self.data.qpos.copy()
+        l1, l2 = LINKS
+        x, y = qpos[0:2]
+        d2 = x * x + y * y
+        c2 = np.clip((d2 - l1 * l1 - l2 * l2) / (2 * l1 * l2), -1.0, 1.0)
+        q2 = math.copysign(math.acos(c2), qpos[3] if qpos[3] != 0 else 1.0)
+        q1 = math.atan2(y, x) - math.atan2(l2 * math.sin(q2), l1 + l2 * math.cos(q2))
+        qpos[2], qpos[3] = q1, q2
+        return qpos
