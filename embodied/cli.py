@@ -1,4 +1,4 @@
-"""The `embodied` command. Each subcommand lives beside the code it runs.
+"""The `embodied` command. Each subcommand is one module of :mod:`embodied.commands`.
 
 A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
 this file only lists them. Bad input (``UserError``, ``ValueError``,
@@ -13,14 +13,14 @@ import sys
 import embodied  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
 
 SUBCOMMANDS = {
-    "collect": ("embodied.collect", "collect MuJoCo episodes into a dataset"),
-    "train": ("embodied.train", "train a world model on a dataset"),
-    "plan": ("embodied.planners.mpc", "run receding-horizon MPC in the real task"),
-    "bench": ("embodied.benchmarks.bench", "measure MuJoCo, imagination, planning and training throughput"),
-    "policy": ("embodied.policies.imagination", "train an SB3 policy inside a world model and evaluate it in the real task"),
-    "validate": ("embodied.validate", "score a world model against MuJoCo with the validation probes"),
-    "compare": ("embodied.validate.compare", "compare several world models on the same probes"),
-    "demo": ("embodied.demo", "collect, train, plan, validate and report on the default task"),
+    "collect": "collect MuJoCo episodes into a dataset",
+    "train": "train a world model on a dataset",
+    "plan": "run receding-horizon MPC in the real task",
+    "policy": "train an SB3 policy inside a world model and evaluate it in the real task",
+    "validate": "score a world model against MuJoCo with the validation probes",
+    "compare": "compare several world models on the same probes",
+    "bench": "measure MuJoCo, imagination, planning and training throughput",
+    "demo": "collect, train, plan, validate and report on the default task",
 }
 
 
@@ -28,7 +28,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only the chosen subcommand's module is imported (fast start-up)."""
     parser = argparse.ArgumentParser(prog="embodied", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, help_text in SUBCOMMANDS.items():
+        module = f"embodied.commands.{name}"
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         if name == command:

@@ -205,6 +205,10 @@ def apply_override(raw: dict, text: str) -> dict:
     path, value = parse_override(text)
     if path == ["data"] and not isinstance(value, dict):
         path = ["data", "path"]  # data=DIR shorthand
+    return _set(raw, path, value, text)
+
+
+def _set(raw: dict, path: list[str], value, text: str) -> dict:
     node = raw
     for i, part in enumerate(path[:-1]):
         if not isinstance(node.get(part), dict):
@@ -216,12 +220,22 @@ def apply_override(raw: dict, text: str) -> dict:
     return raw
 
 
-def load_config(paths, overrides=(), cls=None):
-    """Merge the YAML files in ``paths`` in order, apply ``key=value`` overrides, build and check ``cls``.
+def add_config_arguments(parser) -> None:
+    """``--config FILE`` (repeatable, merged in order) and positional ``key=value`` overrides."""
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML config file; several are merged in order (later files win)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides after the files and flags, e.g. planner.horizon=24")
+
+
+def load_config(paths, overrides=(), cls=None, values: dict | None = None):
+    """Merge the YAML files in ``paths`` in order, apply ``values`` then ``key=value`` overrides, build ``cls``.
 
     ``cls`` is the command's config dataclass (default: the training
-    :class:`Config`, which needs at least one file). A ``check(source)``
-    method of the dataclass, if it has one, validates values across fields.
+    :class:`Config`, which needs at least one file). ``values`` maps dotted
+    keys to Python values (a command's flags; None values are skipped). A
+    ``check(source)`` method of the dataclass, if it has one, validates values
+    across fields.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths or ())
     if cls is None:
@@ -234,9 +248,12 @@ def load_config(paths, overrides=(), cls=None):
         if isinstance(file_raw.get("data"), (str, Path)):
             file_raw["data"] = {"path": file_raw["data"]}
         raw = _merge(raw, file_raw)
+    flags = {k: v for k, v in (values or {}).items() if v is not None}
+    for key, value in flags.items():
+        _set(raw, key.split("."), value, key)
     for text in overrides:
         raw = apply_override(raw, text)
-    parts = [str(p) for p in paths] + (["the command line"] if overrides else [])
+    parts = [str(p) for p in paths] + (["the command line"] if overrides or flags else [])
     source = " + ".join(parts) if parts else "the defaults"
     cfg = _build(cls, raw, "", source)
     if hasattr(cfg, "check"):
