@@ -1,6 +1,6 @@
 """Performance benchmark: MuJoCo, imagination, planning and training throughput in one run.
 
-``embodied bench --out DIR`` (or ``python -m embodied.benchmarks.bench --out DIR``)
+``embodied bench --out DIR``
 writes ``bench.json`` and ``bench.md``. Every measurement runs in its own
 spawned process so its peak resident memory is its own; each reports the
 median of repeated timed runs after a warm-up. Learned models are built from
@@ -8,7 +8,6 @@ their default configs: speed does not depend on the trained weights.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -137,8 +136,8 @@ def bench_planning(model_name: str, planner: str, task: str, actions: int, threa
     env = make_task(task, obs_type="pixels_proprio")
     obs, _ = env.reset(seed=0)
     if model_name == "mujoco":
-        model = MujocoOracle(env)
-        state_fn = lambda: model.state_from_env(env)  # noqa: E731
+        model = MujocoOracle(task)
+        state_fn = lambda: model.encode(None, None, sim_state=torch.from_numpy(env.get_state())[None])  # noqa: E731
     else:
         from embodied.models import build_model
 
@@ -273,26 +272,3 @@ def markdown_table(bench: dict) -> str:
         lines.append(f"| {a} training (batch {m['batch']} x {m['seq_len']}) | {m['frames_per_s']:,.0f} frames/s |")
     lines.append("| peak RSS per measurement | " + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items()) + " |")
     return "\n".join(lines) + "\n"
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--task", default="push")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the model measurements")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of every measurement (seconds)")
-
-
-def run(args) -> int:
-    bench = run_bench(args.out, quick=args.quick, task=args.task, workers=args.workers, threads=args.threads)
-    print(markdown_table(bench))
-    print(f"wrote {args.out / 'bench.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    raise SystemExit(run(p.parse_args()))

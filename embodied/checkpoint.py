@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import zlib
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from embodied.models import MODELS, build_model
 from embodied.io import atomic_write_bytes, atomic_write_json
+from embodied.envs.registry import canonical_task
 from embodied.errors import UserError
 
 FORMAT = "embodied-checkpoint/1"
@@ -39,19 +40,6 @@ SPACE_KEYS = ("image_size", "action_dim", "proprio_dim")
 
 def _crc(payload: bytes) -> str:
     return f"{zlib.crc32(payload):08x}"
-
-
-def _arch_of(model) -> str:
-    cfg = dict(getattr(model, "config", {}) or {})
-    if "arch" in cfg:
-        return cfg["arch"]
-    from embodied.models import MODELS
-
-    for name, entry in MODELS.items():
-        cls = entry[0] if isinstance(entry, tuple) else entry
-        if type(model) is cls:
-            return name
-    raise ValueError(f"{type(model).__name__}: its .config has no 'arch' and it is not in embodied.models.MODELS")
 
 
 def _model_payload(model, step: int) -> bytes:
@@ -104,9 +92,12 @@ def save(run_dir, model, optimizer=None, step: int = 0, extra: dict | None = Non
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     model_cfg = dict(model.config)
-    model_cfg.setdefault("arch", _arch_of(model))
+    if "arch" not in model_cfg:
+        raise ValueError(f"{type(model).__name__}.config has no 'arch': it must name the architecture in "
+                         "embodied.models.MODELS that rebuilds the model")
     spec = dict(spec or {"task": model.task, "action_dim": int(model.action_dim)})
     payloads = {"model.safetensors": _model_payload(model, step)}
     optim_state = None
@@ -118,7 +109,7 @@ def save(run_dir, model, optimizer=None, step: int = 0, extra: dict | None = Non
         if stale not in payloads and (run_dir / stale).exists():
             (run_dir / stale).unlink()
     config = {"format": FORMAT, "step": int(step), "task": model.task, "arch": model_cfg["arch"],
-              "context": int(getattr(model, "context", 4)), "spec": spec, "model": model_cfg,
+              "context": int(model.context), "spec": spec, "model": model_cfg,
               "run_config": train_config, "torch": torch.__version__,
               "files": {name: {"bytes": len(p), "crc32": _crc(p)} for name, p in payloads.items()}}
     for name in (*FILES, "config.json"):  # temp files of a save that was killed half way
@@ -182,21 +173,12 @@ def _describe(task, spec: dict) -> str:
     return f"task {task!r}" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def _canonical(task: str) -> str:
-    try:
-        from embodied.envs.registry import canonical_task
-
-        return canonical_task(task)
-    except ImportError:
-        return task
-
-
 def check_compatible(run_dir, cfg: dict, task: str | None = None, spec: dict | None = None) -> None:
     """Raise a one-line UserError if the checkpoint's task or spaces differ from the requested ones."""
     ck_task, ck_spec = cfg["task"], cfg["spec"]
     spec = dict(spec or {})
     task = task if task is not None else spec.get("task")
-    bad_task = task is not None and _canonical(str(task)) != _canonical(str(ck_task))
+    bad_task = task is not None and canonical_task(str(task)) != canonical_task(str(ck_task))
     bad_space = [k for k in SPACE_KEYS if k in spec and k in ck_spec and list(
         spec[k] if isinstance(spec[k], (list, tuple)) else [spec[k]]) != list(
         ck_spec[k] if isinstance(ck_spec[k], (list, tuple)) else [ck_spec[k]])]
@@ -207,7 +189,11 @@ def check_compatible(run_dir, cfg: dict, task: str | None = None, spec: dict | N
 
 
 def import_plugins(modules) -> None:
-    """Import modules named in a config's ``plugins`` (they may register architectures in MODELS)."""
+    """Import the modules a user's own training config names in ``plugins`` (they may register architectures).
+
+    Only ``embodied train`` calls this, with the config the user passed; loading
+    a checkpoint never imports what the checkpoint names.
+    """
     for name in modules or ():
         try:
             importlib.import_module(name)
@@ -217,13 +203,12 @@ def import_plugins(modules) -> None:
 
 
 def build_from_config(cfg: dict, where) -> torch.nn.Module:
-    from embodied.models import MODELS, build_model
-
-    import_plugins((cfg.get("run_config") or {}).get("plugins"))
+    """A fresh model of the architecture and spaces a checkpoint's config.json describes."""
     arch = cfg["model"].get("arch")
     if arch not in MODELS:
         raise UserError(f"{where}: checkpoint architecture {arch!r} is unknown here (known: {', '.join(MODELS)}); "
-                        "install the code that defines it")
+                        "import the module that registers it in embodied.models.MODELS before loading (a checkpoint's "
+                        "own plugins list is never imported)")
     try:
         return build_model(dict(cfg["model"]), dict(cfg["spec"]))
     except (ValueError, TypeError) as err:

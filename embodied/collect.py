@@ -25,7 +25,6 @@ from embodied.io import atomic_write_json
 from embodied.data import (build_manifest, check_dataset_task, episode_files, episode_path,
                            read_episode_meta, write_episode)
 from embodied.envs.registry import canonical_task, make_task, task_class
-from embodied.errors import UserError
 
 _WORKER: dict = {}
 COLLECT_POLICIES = ("random", "scripted", "mixed")
@@ -181,25 +180,3 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
     atomic_write_json(out / "manifest.json", manifest)
     return {"manifest": manifest, "new_episodes": episodes, "frames": frames, "wall_s": wall,
             "frames_per_s": frames / wall if wall > 0 else 0.0, "workers": workers}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--task", default="push", help="reach | push | occlusion | any Gymnasium MuJoCo id")
-    parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--policy", default="mixed", choices=["random", "scripted", "mixed"])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="first reset seed of a new dataset")
-    parser.add_argument("--out", type=Path, required=True)
-
-
-def run(args) -> int:
-    if args.episodes < 1:
-        raise UserError("--episodes must be at least 1")
-    result = collect(args.task, args.episodes, args.out, args.policy, args.workers, args.size, args.seed)
-    m = result["manifest"]
-    print(f"{args.out}: {m['episodes_total']} episodes, {m['steps_total']} steps of {m['task']} "
-          f"(policies {m['policies']}, success {m['success_rate']:.0%}); "
-          f"collected {result['frames']} frames in {result['wall_s']:.1f}s = {result['frames_per_s']:.0f} frames/s "
-          f"with {result['workers']} workers")
-    return 0

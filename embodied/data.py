@@ -23,7 +23,6 @@ and Rust, and dependency-light (Minari's writer pulls jax).
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from embodied.errors import UserError
-from embodied.io import atomic_write_bytes, atomic_write_json
+from embodied.io import atomic_write_bytes
 
 FORMAT = "embodied-episodes/1"
 EPISODE_GLOB = "ep_*.safetensors"

@@ -19,7 +19,6 @@ steps and runs.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +111,7 @@ def evaluate(model, episodes, objects=(), horizons=HORIZONS, n_windows: int = 32
     ``actuated`` are scored by colour. With ``video_path``, the first
     ``videos`` windows are written there as a real | imagined video.
     """
-    context = int(getattr(model, "context", 4))
+    context = int(model.context)
     windows, kept = heldout_windows(episodes, context, horizons, n_windows, seed)
     if not windows:
         return {f"{prefix}.windows": 0}

@@ -182,7 +182,6 @@ on the probe's combined error (a probe below 0.1 cannot tell them apart). Raw nu
 </body></html>
 """
     path = out / "report.html"
-    from embodied.io import atomic_write_bytes
 
     atomic_write_bytes(path, page.encode())
     return path
@@ -245,7 +244,6 @@ between the best baseline and MuJoCo. Raw numbers: <a href="compare.json">compar
 <h2>Reports of each model</h2><ul>{links}</ul>
 </body></html>
 """
-    from embodied.io import atomic_write_bytes
 
     path = out / "compare.html"
     atomic_write_bytes(path, page.encode())

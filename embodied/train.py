@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from embodied import checkpoint
-from embodied.config import Config, load_config
+from embodied.config import Config
 from embodied.data import Dataset, WindowSampler
 from embodied.io import atomic_write_json
 from embodied.errors import UserError
@@ -253,42 +252,3 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
         if world > 1:
             torch.distributed.destroy_process_group()
     return metrics if rank == 0 else {}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", action="append", type=Path, required=True, metavar="FILE",
-                        help="YAML config; repeat to layer files (e.g. --config configs/debug.yaml last)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. train.steps=100 data=data/reach out=runs/try")
-    # let options and key=value overrides come in any order (`... out=runs/x --resume`)
-    plain = parser.parse_known_args
-
-    def intermixed(args=None, namespace=None):
-        parser.parse_known_args = plain  # parse_known_intermixed_args calls it internally
-        try:
-            return parser.parse_known_intermixed_args(args, namespace)
-        finally:
-            parser.parse_known_args = intermixed
-
-    parser.parse_known_args = intermixed
-
-
-def run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
-    command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \
-        if "train" in sys.argv else ""
-    m = train(cfg, resume=args.resume, command=command, progress=not args.no_progress)
-    if m:
-        h = max((int(k.rsplit("_h", 1)[1]) for k in m if k.startswith("heldout.psnr_h")), default=None)
-        score = (f"; held-out h{h}: PSNR {m[f'heldout.psnr_h{h}']:.2f} dB (copy-last "
-                 f"{m[f'heldout.copy_last_psnr_h{h}']:.2f})") if h else ""
-        if h and m.get(f"heldout.body_err_h{h}") is not None:
-            score += (f", body error {m[f'heldout.body_err_h{h}']:.1f} px "
-                      f"(copy-last {m[f'heldout.copy_last_body_err_h{h}']:.1f})")
-        print(f"{cfg.out}: {m['train.steps']} steps in {m['train.wall_s']:.0f}s "
-              f"({m['train.frames_per_s'] or 0:.0f} frames/s){score}")
-    return 0

@@ -26,7 +26,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 FLOOR_RGB = (38, 38, 38)
 

@@ -1,0 +1,54 @@
+"""`embodied train`: train a world model on a dataset (see :mod:`embodied.train`).
+
+    embodied train --config configs/reach_recurrent.yaml [--config configs/debug.yaml] \\
+        [--resume] [data=DIR] [out=DIR] [train.steps=2000 ...]
+    torchrun --nproc_per_node=2 -m embodied.cli train --config ...   # DistributedDataParallel
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from embodied.config import load_config
+from embodied.train import train
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", action="append", type=Path, required=True, metavar="FILE",
+                        help="YAML config; repeat to layer files (e.g. --config configs/debug.yaml last)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.steps=100 data=data/reach out=runs/try")
+    # let options and key=value overrides come in any order (`... out=runs/x --resume`)
+    plain = parser.parse_known_args
+
+    def intermixed(args=None, namespace=None):
+        parser.parse_known_args = plain  # parse_known_intermixed_args calls it internally
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = intermixed
+
+    parser.parse_known_args = intermixed
+
+
+def run(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
+    command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \
+        if "train" in sys.argv else ""
+    m = train(cfg, resume=args.resume, command=command, progress=not args.no_progress)
+    if m:
+        h = max((int(k.rsplit("_h", 1)[1]) for k in m if k.startswith("heldout.psnr_h")), default=None)
+        score = (f"; held-out h{h}: PSNR {m[f'heldout.psnr_h{h}']:.2f} dB (copy-last "
+                 f"{m[f'heldout.copy_last_psnr_h{h}']:.2f})") if h else ""
+        if h and m.get(f"heldout.body_err_h{h}") is not None:
+            score += (f", body error {m[f'heldout.body_err_h{h}']:.1f} px "
+                      f"(copy-last {m[f'heldout.copy_last_body_err_h{h}']:.1f})")
+        print(f"{cfg.out}: {m['train.steps']} steps in {m['train.wall_s']:.0f}s "
+              f"({m['train.frames_per_s'] or 0:.0f} frames/s){score}")
+    return 0
