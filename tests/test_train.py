@@ -276,3 +276,17 @@ def test_plugins_register_user_architectures(reach_data, tmp_path, monkeypatch):
     train(config(reach_data, out, "model.arch=my_rnn", "plugins=[my_wm_plugin]", "train.steps=2",
                  "train.eval_every=2", "train.videos=0"), progress=False)
     assert type(checkpoint.load(out)).__name__ == "MyModel"
+
+
+def test_loading_a_checkpoint_never_imports_what_it_names(reach_data, tmp_path, monkeypatch):
+    """A shared run folder whose config.json lists a plugin module beside it: loading must not run that module."""
+    out = tmp_path / "run"
+    train(config(reach_data, out, "train.steps=2", "train.eval_every=2", "train.videos=0"), progress=False)
+    marker = tmp_path / "ran"
+    (out / "evil_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["run_config"]["plugins"] = ["evil_plugin"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.syspath_prepend(str(out))
+    checkpoint.load(out, task="reach")
+    assert not marker.exists()
