@@ -12,7 +12,7 @@ not from here; a trained model is loaded from its run folder with
 from __future__ import annotations
 
 from embodied.models.base import Abilities, State, WorldModel, cat_states, index_state, repeat_state, state_batch
-from embodied.models.codec import config_from_dict
+from embodied.models.learned import config_from_dict
 from embodied.models.recurrent import RecurrentConfig, RecurrentWorldModel
 from embodied.models.transformer import TransformerConfig, TransformerWorldModel
 

@@ -26,7 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from embodied.models.base import State, repeat_state
-from embodied.models.codec import FLOOR_RGB, ConvEncoder, LearnedWorldModel, ProprioEncoder, mlp
+from embodied.models.codec import FLOOR_RGB, ConvEncoder, ProprioEncoder, mlp
+from embodied.models.learned import LearnedWorldModel
 
 
 @dataclass

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from embodied.models.base import State, repeat_state
-from embodied.models.codec import FLOOR_RGB, ConvEncoder, LearnedWorldModel, ProprioEncoder, mlp
+from embodied.models.codec import FLOOR_RGB, ConvEncoder, ProprioEncoder, mlp
+from embodied.models.learned import LearnedWorldModel
 
 
 @dataclass
