@@ -220,12 +220,25 @@ def _set(raw: dict, path: list[str], value, text: str) -> dict:
     return raw
 
 
-def add_config_arguments(parser) -> None:
-    """``--config FILE`` (repeatable, merged in order) and positional ``key=value`` overrides."""
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+def add_config_arguments(parser, required: bool = False) -> None:
+    """``--config FILE`` (repeatable, merged in order) and positional ``key=value`` overrides.
+
+    Options and overrides may come in any order (``... out=runs/x --resume seed=3``).
+    """
+    parser.add_argument("--config", action="append", default=[], required=required, metavar="FILE",
                         help="YAML config file; several are merged in order (later files win)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides after the files and flags, e.g. planner.horizon=24")
+    plain = parser.parse_known_args
+
+    def intermixed(args=None, namespace=None):
+        parser.parse_known_args = plain  # parse_known_intermixed_args calls it internally
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = intermixed
+
+    parser.parse_known_args = intermixed
 
 
 def load_config(paths, overrides=(), cls=None, values: dict | None = None):

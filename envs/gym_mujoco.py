@@ -120,6 +120,10 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         """No goal image."""
         return None
 
+    def goal_observation(self):
+        """No goal image: planning uses the reward objective."""
+        raise ValueError(f"task {self.task_name!r} defines no goal image: use the reward objective")
+
     def __init__(self, env_id: str, obs_type: str = "pixels", width: int = 64, height: int = 64,
                  render_mode: str | None = "rgb_array", camera=None, max_episode_steps: int | None = None,
                  **env_kwargs):

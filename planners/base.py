@@ -145,9 +145,9 @@ class Planner:
             raise ValueError(f"plan() takes a batch-1 state, got batch {state_batch(state)}")
         if s.objective == "goal" and goal is None:
             raise ValueError("objective 'goal' needs a goal state: pass the model state of the encoded goal frame")
-        action_dim = int(getattr(model, "action_dim", 0) or 0)
+        action_dim = int(model.action_dim)
         if action_dim < 1:
-            raise ValueError(f"model {type(model).__name__} has no action_dim: set it to the action size")
+            raise ValueError(f"model {type(model).__name__} has action_dim={action_dim}: set it to the action size")
         mean = self.initial_mean(action_dim)
         actions = self._optimize(model, state, goal, mean).clamp(s.action_low, s.action_high)
         self._prev = actions.clone()

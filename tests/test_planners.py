@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -11,9 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from embodied.models.base import WorldModel
-from embodied.planners import PLANNERS, TASK_DEFAULTS, PlannerSettings, make_planner
-from embodied.planners.mpc import ObsHistory, goal_observation, run_mpc
+from embodied.envs.context import ObsHistory
+from embodied.envs.registry import make_task, task_class
+from embodied.errors import UserError
+from embodied.models.base import Abilities, WorldModel
+from embodied.models.oracle import MujocoOracle
+from embodied.planners import PLANNERS, PlannerSettings, make_planner
+from embodied.planners.mpc import run_mpc
 
 
 class PointMass(WorldModel):
@@ -22,6 +27,8 @@ class PointMass(WorldModel):
     Records every batch of action sequences it is asked to roll out.
     """
 
+    abilities = Abilities(goal_distance=True)
+
     def __init__(self, goal, dt: float = 0.1):
         super().__init__()
         self.goal = torch.as_tensor(goal, dtype=torch.float32)
@@ -29,8 +36,11 @@ class PointMass(WorldModel):
         self.dt = dt
         self.calls: list[torch.Tensor] = []
 
-    def encode(self, frames, actions, proprio=None):
+    def encode(self, frames, actions, proprio=None, sim_state=None):
         return {"pos": proprio[:, -1, : self.action_dim].float()}
+
+    def features(self, state):
+        return state["pos"]
 
     def step(self, state, action):
         return {"pos": state["pos"] + action.clamp(-1, 1) * self.dt}
@@ -181,7 +191,10 @@ def test_settings_are_checked():
 
 
 def test_task_defaults():
-    assert make_planner("cem", task="push").settings.horizon == TASK_DEFAULTS["push"]["horizon"]
+    push = task_class("push").planner_defaults
+    assert push["horizon"] != PlannerSettings().horizon
+    assert make_planner("cem", task="push").settings.horizon == push["horizon"]
+    assert make_planner("cem", task="Push").settings.samples == push["samples"]
     assert make_planner("cem", task="push", horizon=5, samples=None).settings.horizon == 5
     assert make_planner("cem", task="reach").settings == make_planner("cem").settings
 
@@ -191,18 +204,16 @@ def test_task_defaults():
 
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_oracle_rollout_equals_env(task):
-    from embodied.models.oracle import MujocoOracle
-    from embodied.envs import make_task
-
     env = make_task(task, obs_type="state")
     env.reset(seed=3)
-    oracle = MujocoOracle(env)
+    oracle = MujocoOracle(task)
     start = env.get_state()
     rng = np.random.default_rng(0)
     actions = torch.as_tensor(rng.uniform(-1, 1, (3, 8, env.action_space.shape[0])), dtype=torch.float32)
-    final, rewards = oracle.rollout(oracle.state_from_env(env), actions)
+    encoded = oracle.encode(None, None, sim_state=torch.from_numpy(start)[None])
+    final, rewards = oracle.rollout(encoded, actions)
     n = oracle._nphys
-    stepped = oracle.state_from_env(env)
+    stepped = oracle.encode(None, None, sim_state=torch.from_numpy(start)[None])
     for i in range(3):
         env.set_state(start)
         real = [env.step(a)[1] for a in actions[i].numpy()]
@@ -219,12 +230,10 @@ def test_oracle_rollout_equals_env(task):
 
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_goal_image_solves_the_task(task):
-    from embodied.envs import make_task
-
     env = make_task(task, obs_type="pixels_proprio")
     env.reset(seed=5)
     before = env.get_state()
-    obs, sim = goal_observation(env)
+    obs, sim = env.goal_observation()
     np.testing.assert_array_equal(env.get_state(), before)  # the env is left as it was
     assert obs["pixels"].shape == (64, 64, 3) and obs["proprio"].shape == env.proprio_space.shape
     env.set_state(sim)
@@ -268,7 +277,8 @@ class RecordingPointMass(PointMass):
         super().__init__(goal)
         self.encoded = []
 
-    def encode(self, frames, actions, proprio=None):
+    def encode(self, frames, actions, proprio=None, sim_state=None):
+        assert sim_state is None  # a learned model never sees the simulator
         self.encoded.append((frames.clone(), actions.clone(), proprio.clone()))
         return super().encode(frames, actions, proprio)
 
@@ -291,11 +301,107 @@ def test_closed_loop_learned_model_on_any_gym_env(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1  # one video, first episode only
 
 
+class SimBlind(WorldModel):
+    """A learned model stand-in for a real task: its state is the last proprio; it must never get sim_state."""
+
+    context = 2
+    abilities = Abilities(goal_distance=True)
+
+    def __init__(self, action_dim: int):
+        super().__init__()
+        self.action_dim = action_dim
+        self.encoded = 0
+
+    def encode(self, frames, actions, proprio=None, sim_state=None):
+        assert sim_state is None, "a learned model was handed the simulator state"
+        self.encoded += 1
+        return {"p": proprio[:, -1].float()}
+
+    def step(self, state, action):
+        return {"p": state["p"]}
+
+    def decode(self, state):
+        return torch.zeros(state["p"].shape[0], 64, 64, 3, dtype=torch.uint8)
+
+    def features(self, state):
+        return state["p"]
+
+    def reward(self, state):
+        return -state["p"].abs().sum(-1)
+
+    def goal_distance(self, state, goal):
+        return torch.linalg.norm(state["p"] - goal["p"], dim=-1)
+
+
+@pytest.mark.parametrize("objective", ["reward", "goal"])
+def test_learned_model_never_gets_the_simulator_state(objective):
+    env = make_task("push", obs_type="pixels_proprio")
+    model = SimBlind(env.action_space.shape[0])
+    planner = make_planner("random", horizon=3, samples=8, iterations=1, elites=2, objective=objective)
+    result = run_mpc(env, model, planner, episodes=2, seed=0, max_steps=3)
+    goals = 2 if objective == "goal" else 0  # one encoded goal image per episode
+    assert result["plans"] == 6 and model.encoded == 6 + goals
+    env.close()
+
+
+class ActionLog(gym.Wrapper):
+    def __init__(self, env):
+        super().__init__(env)
+        self.actions = []
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        return self.env.step(action)
+
+
+class SpyOracle(MujocoOracle):
+    def __init__(self, task):
+        super().__init__(task)
+        self.seen = []
+
+    def encode(self, frames, actions, proprio=None, sim_state=None):
+        self.seen.append(None if sim_state is None else sim_state.clone())
+        return super().encode(frames, actions, proprio, sim_state)
+
+
+@pytest.mark.parametrize("objective", ["reward", "goal"])
+def test_oracle_run_gets_the_simulator_state(objective):
+    env, twin = make_task("reach", obs_type="pixels_proprio"), make_task("reach", obs_type="pixels_proprio")
+    oracle = SpyOracle("reach")
+    planner = make_planner("cem", horizon=3, samples=8, iterations=1, elites=2, objective=objective)
+    env = ActionLog(env)  # the loop reads the simulator state through wrappers (env.unwrapped)
+    run_mpc(env, oracle, planner, episodes=1, seed=4, max_steps=3)
+    # the state at each plan is the real env's: replay the executed actions in a twin env
+    twin.reset(seed=4)
+    want = [twin.get_state()]
+    for a in env.actions[:-1]:
+        twin.step(a)
+        want.append(twin.get_state())
+    plans = oracle.seen[1:] if objective == "goal" else oracle.seen  # the goal is encoded first
+    assert len(plans) == 3 and all(s is not None for s in oracle.seen)
+    for got, expected in zip(plans, want):
+        np.testing.assert_array_equal(got[0].numpy(), expected)
+    if objective == "goal":  # the goal's simulator state: the scene solved
+        twin.set_state(oracle.seen[0][0].numpy())
+        assert twin._info()["is_success"]
+    env.close(), twin.close()
+
+
+def test_goal_objective_needs_a_goal_image():
+    env = make_task("occlusion", obs_type="pixels_proprio")
+    model = SimBlind(env.action_space.shape[0])
+    with pytest.raises(UserError, match="--objective reward"):
+        run_mpc(env, model, make_planner("cem", objective="goal"), episodes=1)
+    env.close()
+
+
 def test_history_padding():
-    h = ObsHistory(context=4)
-    h.reset({"pixels": np.zeros((2, 2, 3), np.uint8), "proprio": np.ones(2, np.float32)}, action_dim=1)
+    h = ObsHistory(context=4, action_dim=1)
+    h.reset({"pixels": np.zeros((2, 2, 3), np.uint8), "proprio": np.ones(2, np.float32)})
     h.push([0.5], {"pixels": np.full((2, 2, 3), 9, np.uint8), "proprio": np.zeros(2, np.float32)})
-    frames, actions, proprio = h.tensors()
+    inputs = h.encode_inputs()
+    frames, actions, proprio = inputs["frames"], inputs["actions"], inputs["proprio"]
+    assert inputs["sim_state"] is None
     assert frames[0, :, 0, 0, 0].tolist() == [0, 0, 0, 9]
     assert actions[0, :, 0].tolist() == [0, 0, 0.5]
     assert proprio[0, :, 0].tolist() == [1, 1, 1, 0]
@@ -313,11 +419,8 @@ def _random_return(env, episodes, seed, steps):
 
 @pytest.mark.parametrize("objective", ["reward", "goal"])
 def test_closed_loop_oracle_reach_beats_random(objective):
-    from embodied.models.oracle import MujocoOracle
-    from embodied.envs import make_task
-
     env = make_task("reach", obs_type="pixels_proprio")
-    oracle = MujocoOracle(env)
+    oracle = MujocoOracle("reach")
     planner = make_planner("cem", horizon=8, samples=48, iterations=2, elites=6, objective=objective)
     result = run_mpc(env, oracle, planner, episodes=2, seed=0, max_steps=20)
     random_return = _random_return(env, 2, 0, 20)
@@ -341,6 +444,27 @@ def test_plan_command_writes_plan_json(tmp_path):
     assert data["command"].startswith("embodied plan")
     assert [p.suffix for p in (out / "videos").iterdir()] in ([".mp4"], [".gif"])
     assert main(["plan", "--model", str(tmp_path / "missing"), "--no-progress"]) == 2
+
+
+def test_plan_command_takes_a_config_and_overrides(tmp_path, capsys):
+    """--config and key=value set any planner setting; flags win over the file; plan.json's command reproduces it."""
+    from embodied.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "plan.yaml"
+    out = tmp_path / "run"
+    args = ["plan", "--config", str(config), "--task", "push", "--episodes", "1", "--max-steps", "2",
+            "--samples", "16", "--iterations", "1", "--videos", "0", "--no-progress", "--out", str(out),
+            "planner.name=mppi", "planner.horizon=3", "planner.temperature=0.5"]
+    assert main(args) == 0
+    data = json.loads((out / "plan.json").read_text())
+    assert data["task"] == "push" and data["planner"] == "mppi"
+    settings = data["planner_settings"]
+    assert (settings["horizon"], settings["samples"], settings["elites"], settings["temperature"]) == (3, 16, 2, 0.5)
+    assert data["command"].split()[2:4] == ["--task", "push"] and "planner.temperature=0.5" in data["command"]
+    assert "--planner mppi" in data["command"] and "--horizon 3" in data["command"]
+    capsys.readouterr()
+    assert main(["plan", "planner.horizn=3"]) == 2
+    assert "planner.horizon" in capsys.readouterr().err  # a one-line hint at the right key
 
 
 def test_plan_record_adds_real_episodes_to_a_dataset(tmp_path):

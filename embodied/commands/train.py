@@ -9,30 +9,15 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from pathlib import Path
 
-from embodied.config import load_config
+from embodied.config import add_config_arguments, load_config
 from embodied.train import train
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", action="append", type=Path, required=True, metavar="FILE",
-                        help="YAML config; repeat to layer files (e.g. --config configs/debug.yaml last)")
+    add_config_arguments(parser, required=True)
     parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. train.steps=100 data=data/reach out=runs/try")
-    # let options and key=value overrides come in any order (`... out=runs/x --resume`)
-    plain = parser.parse_known_args
-
-    def intermixed(args=None, namespace=None):
-        parser.parse_known_args = plain  # parse_known_intermixed_args calls it internally
-        try:
-            return parser.parse_known_intermixed_args(args, namespace)
-        finally:
-            parser.parse_known_args = intermixed
-
-    parser.parse_known_args = intermixed
 
 
 def run(args) -> int:
