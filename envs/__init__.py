@@ -11,7 +11,7 @@ import gymnasium as gym
 
 from embodied.envs.registry import TASKS, make_task, register_task, task_id
 
-if "embodied/Imagined-v0" not in gym.registry:  # a world model as an env (embodied/envs/imagined.py)
+if "embodied/Imagined-v0" not in gym.registry:  # a world model as an env (embodied/envs/imagined/)
     gym.register("embodied/Imagined-v0", entry_point="embodied.envs.imagined:ImaginedEnv",
                  vector_entry_point="embodied.envs.imagined:ImaginedVectorEnv", max_episode_steps=None)
 

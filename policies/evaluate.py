@@ -2,7 +2,7 @@
 
 ``evaluate(env, act, episodes, seed)`` runs ``act(obs) -> action`` for
 ``episodes`` episodes (episode ``i`` reset with ``seed + i``) and scores them
-the way the MPC loop does (``embodied.planners.mpc``): ``success_rate`` is the share of
+the way the MPC loop does (:mod:`embodied.planners.mpc`): ``success_rate`` is the share of
 episodes whose *last* step reports ``info["is_success"]`` (the task is solved
 when the episode ends), ``success_any_rate`` the share that were solved at
 some step. Works for the real task (usually through
@@ -14,33 +14,35 @@ handed to the policy.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import gymnasium as gym
 import numpy as np
+from tqdm import tqdm
 
 from embodied.io import write_video
 
 
-def frame_of(env, obs, info: dict) -> np.ndarray | None:
-    """The camera frame of a step: the real observation's pixels, else ``env.render()``."""
+def frame_of(env: gym.Env, obs, info: dict) -> np.ndarray | None:
+    """The camera frame of a step: the real observation's pixels, else ``env.render()`` in rgb_array mode."""
     real = info.get("real_obs", obs)
     if isinstance(real, dict) and "pixels" in real:
         return np.asarray(real["pixels"])
     arr = np.asarray(real) if not isinstance(real, dict) else None
     if arr is not None and arr.dtype == np.uint8 and arr.ndim == 3:
         return arr
-    try:
-        frame = env.render()
-    except Exception:  # noqa: BLE001  (no renderer: no video)
+    if env.render_mode != "rgb_array":
         return None
+    frame = env.render()
     return None if frame is None else np.asarray(frame)
 
 
-def evaluate(env, act: Callable[[np.ndarray], np.ndarray], episodes: int = 20, seed: int = 0,
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int = 20, seed: int = 0,
              video: str | os.PathLike | None = None, video_episodes: int = 2, max_steps: int | None = None,
              progress: bool = False, desc: str = "evaluate") -> dict:
     """Run ``act`` for ``episodes`` episodes in ``env``; returns the metrics dict (see the module docstring)."""
@@ -48,8 +50,6 @@ def evaluate(env, act: Callable[[np.ndarray], np.ndarray], episodes: int = 20, s
         raise ValueError(f"episodes={episodes} must be >= 1")
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=episodes, unit="ep", desc=desc, file=sys.stderr)
     records, frames = [], []
     t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def evaluate(env, act: Callable[[np.ndarray], np.ndarray], episodes: int = 20, s
         "per_episode": records,
     }
     if video is not None:
-        fps = int(getattr(env, "metadata", {}).get("render_fps", 20))
+        fps = int(env.metadata.get("render_fps", 20))
         path = write_video(Path(video), frames, fps=fps, scale=4)
         out["video"] = None if path is None else str(path)
     return out
@@ -110,8 +110,6 @@ def sb3_actor(policy, deterministic: bool = True) -> Callable[[np.ndarray], np.n
 
 def random_actor(action_space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """``act(obs)`` drawing uniform actions from a seeded copy of ``action_space``."""
-    import copy
-
     space = copy.deepcopy(action_space)
     space.seed(seed)
     return lambda obs: space.sample()

@@ -85,6 +85,7 @@ class WorldModel(torch.nn.Module, ABC):
     proprio_dim: int = 0
     context: int = 1                # real frames encode() expects
     abilities: Abilities = Abilities()
+    run_dir: str | None = None      # the run folder it was loaded from (embodied.load), which names its dataset
 
     @property
     def max_context(self) -> int:

@@ -1,0 +1,100 @@
+"""`embodied policy train`: an SB3 agent trained only inside a world model, evaluated in the real task.
+
+    embodied policy train --task reach --model RUN_DIR --algo sac --steps 20000 --out runs/policy/reach_sac
+    embodied policy train --task reach --model RUN_DIR --baseline real --out ...
+    embodied policy train --task reach --baseline random --out ...
+    embodied policy train --config configs/policy.yaml model=RUN_DIR sac.batch_size=128
+
+Settings: the defaults (configs/policy.yaml documents them, SB3 hyper-parameters
+included), then ``--config`` files, flags and ``key=value`` overrides; see
+:mod:`embodied.policies.imagination` for what a run does and writes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+
+from embodied.config import add_config_arguments, load_config
+from embodied.policies.config import CHOICES, PolicyConfig
+from embodied.policies.imagination import train_policy
+
+# (config keys, flag, argparse options): each flag sets its config values
+FLAGS = [
+    (("task",), "--task", dict(help="task name (reach, push, occlusion)")),
+    (("model",), "--model", dict(help="world-model run folder (needed except for --baseline random)")),
+    (("algo",), "--algo", dict(choices=CHOICES["algo"])),
+    (("steps",), "--steps", dict(type=int, help="env steps (transitions) to train for, all envs together")),
+    (("out",), "--out", dict(help="output folder (default runs/policy/<task>_<model>_<algo>[_<baseline>])")),
+    (("baseline",), "--baseline", dict(choices=CHOICES["baseline"], help="none: train in imagination; real: same "
+                                       "budget in the real task; random: random actions")),
+    (("num_envs",), "--num-envs", dict(type=int, help="parallel envs (default 4 for SAC, 16 for PPO)")),
+    (("eval_episodes",), "--eval-episodes", dict(type=int, help="real (and imagined) evaluation episodes")),
+    (("seed",), "--seed", dict(type=int)),
+    (("split",), "--split", dict(choices=CHOICES["split"], help="dataset episodes that seed imagined episodes "
+                                 "(default: the model's training episodes)")),
+    (("start",), "--start", dict(choices=CHOICES["start"], help="seed from an episode's first frame (as after a "
+                                 "real reset) or from any step")),
+    (("horizon",), "--horizon", dict(type=int, help="imagined episode length (default 8; 0: the real task's); "
+                                     "short rollouts stay where the model was trained")),
+    (("obs",), "--obs", dict(choices=CHOICES["obs"], help="what the policy sees: the model's latent state, or its "
+                             "read-out heads (normalised proprio and object positions)")),
+    (("history",), "--history", dict(choices=CHOICES["history"], help="real-env latent: encode the whole episode "
+                                     "so far, or only the model's last context frames")),
+    (("real_obs",), "--real-obs", dict(choices=CHOICES["real_obs"], help="--baseline real: observe the real env "
+                                       "through the model (latent) or its true simulator state (privileged)")),
+    (("reward_scale",), "--reward-scale", dict(type=float, help="training-only reward multiplier (default 10)")),
+    (("sac.gamma", "ppo.gamma"), "--gamma", dict(type=float)),
+    (("sac.learning_rate", "ppo.learning_rate"), "--lr", dict(type=float)),
+    (("sac.updates_per_step",), "--updates-per-step", dict(type=float, help="SAC gradient updates per env "
+                                                           "transition (default 0.5)")),
+    (("videos",), "--videos", dict(type=int, help="real evaluation episodes recorded in eval.mp4 (0: none)")),
+    (("threads",), "--threads", dict(type=int, help="torch CPU threads (default 1: the machine is shared)")),
+]
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = sub.add_parser("train", help="train SB3 in imagination (or a baseline) and evaluate it in the real task",
+                       description=__doc__.split("\n\n")[0])
+    for keys, flag, options in FLAGS:
+        p.add_argument(flag, dest=keys[0].replace(".", "_"), default=None, **options)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_arguments(p)
+
+
+def config_from_args(args) -> PolicyConfig:
+    """The run's config: defaults, then ``--config`` files, flags and ``key=value`` overrides."""
+    values = {key: getattr(args, keys[0].replace(".", "_")) for keys, _, _ in FLAGS for key in keys}
+    values["progress"] = False if args.no_progress else None
+    return load_config(args.config, args.overrides, cls=PolicyConfig, values=values)
+
+
+def command_line(cfg: PolicyConfig) -> str:
+    """The command that reproduces this run: flags, then ``key=value`` for the chosen algorithm's settings."""
+    values = asdict(cfg)
+    parts = ["embodied", "policy", "train"]
+    for keys, flag, _ in FLAGS:
+        if "." not in keys[0] and values[keys[0]] is not None:
+            parts += [flag, str(values[keys[0]])]
+    if not cfg.progress:
+        parts.append("--no-progress")
+    if cfg.baseline != "random":
+        parts += [f"{cfg.algo}.{k}={v}".replace(" ", "") for k, v in values[cfg.algo].items() if v is not None]
+    return " ".join(parts)
+
+
+def run(args) -> int:
+    cfg = config_from_args(args)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        r = train_policy(cfg, command_line(cfg))
+    finally:
+        torch.set_num_threads(threads)
+    imag = r["imagined_return_mean"]
+    imag_txt = "" if imag is None else f", imagined return {imag:.2f}"
+    print(f"{r['task']} {r['algo']} trained in {r['trained_in']}: real success {r['real_success_rate']:.0%}, "
+          f"real return {r['real_return_mean']:.2f}{imag_txt} ({r['wall_s']:.0f} s) -> {r['policy_json']}")
+    return 0

@@ -1,0 +1,58 @@
+"""The settings of a policy run (``embodied policy train``; documented in configs/policy.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from embodied.errors import UserError
+from embodied.policies.agents import ACTIVATIONS, ALGOS, PPOSettings, SACSettings
+
+BASELINES = ("none", "real", "random")
+CHOICES = {"algo": ALGOS, "baseline": BASELINES, "split": ("train", "heldout", "all"), "start": ("first", "any"),
+           "obs": ("latent", "readout"), "history": ("episode", "context"), "real_obs": ("latent", "state")}
+
+
+@dataclass
+class PolicyConfig:
+    task: str = "reach"                # reach | push | occlusion
+    model: str | None = None           # world-model run folder (not needed for baseline random)
+    algo: str = "sac"                  # sac | ppo
+    steps: int = 20_000                # env steps (transitions) to train for, all envs together
+    out: str | None = None             # default runs/policy/<task>_<model>_<algo>[_<baseline>]
+    baseline: str = "none"             # none: train in imagination; real: the same budget in the real task; random
+    num_envs: int | None = None        # parallel envs; null: 4 for SAC, 16 for PPO
+    eval_episodes: int = 50            # real (and imagined) evaluation episodes
+    seed: int = 0
+    split: str = "train"               # dataset episodes that seed imagined episodes: train | heldout | all
+    start: str = "any"                 # seed from an episode's first frame (first) or from any step (any)
+    horizon: int = 8                   # imagined episode length; 0: the real task's
+    obs: str = "readout"               # what the policy sees: latent | readout
+    history: str = "episode"           # real-env latent: encode the whole episode (episode) or the last frames
+    real_obs: str = "latent"           # baseline real: latent (as in imagination) or state (privileged)
+    reward_scale: float = 10.0         # training-only reward multiplier
+    videos: int = 2                    # real evaluation episodes recorded in eval.mp4 (0: none)
+    threads: int = 1                   # torch CPU threads; 0 keeps torch's default
+    progress: bool = True
+    sac: SACSettings = field(default_factory=SACSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+
+    def check(self, source: str) -> None:
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise UserError(f"{key} = {value!r} in {source} must be one of {', '.join(allowed)}")
+        if self.ppo.activation not in ACTIVATIONS:
+            raise UserError(f"ppo.activation = {self.ppo.activation!r} in {source} must be one of "
+                            f"{', '.join(ACTIVATIONS)}")
+        if self.baseline != "random":
+            if self.steps < 1:
+                raise UserError(f"steps = {self.steps} in {source} must be at least 1")
+            if self.model is None:
+                raise UserError("--model RUN_DIR is required (a world model run folder from `embodied train`), "
+                                "except with --baseline random")
+        for key in ("eval_episodes", "num_envs"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise UserError(f"{key} = {value} in {source} must be at least 1")
+        for key in ("videos", "horizon", "threads"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key} = {getattr(self, key)} in {source} must be 0 or more")
