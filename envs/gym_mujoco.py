@@ -109,6 +109,7 @@ class GymMujocoPixels(CameraRendering, gym.Env):
     # in step(), so the oracle has no batched reward for planning fidelity, and it has no occluder or
     # designated free object)
     reward_success_margin = None
+    occluder_half_width = 0.0
     planner_defaults: dict = {}
     probes: dict = {"fidelity": {}, "controllability": {}}
 

@@ -124,6 +124,7 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
     objects: tuple[ObjectSpec, ...] = ()
     camera: str = "top"
     view_extent: float = 0.6           # metres seen across the orthographic top camera
+    occluder_half_width: float = 0.0   # half width (m) of an occluder band centred on x = 0; 0: no occluder
     # success iff reward > -reward_success_margin, for tasks whose reward is minus the distance that
     # decides success (Reach): a model's predicted reward then gives its predicted success
     reward_success_margin: float | None = None

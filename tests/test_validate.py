@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from embodied.models.baselines import ActionBlind, CopyLastFrame
+from embodied.envs.registry import TASKS, task_class
+from embodied.load import load_model
 from embodied.models.base import WorldModel
-from embodied.validate import APPLICABLE, PROBES, WHO, Settings, load_model, run_probes, validate
+from embodied.models.baselines import ActionBlind, CopyLastFrame
+from embodied.validate.harness import PROBES, WHO, Harness, Settings
+from embodied.validate.runner import probes_to_run, run_probes, validate
 from embodied.validate.scoring import probe_score
 
 ORACLE_TASKS = ("push", "occlusion")
@@ -46,16 +49,18 @@ def blind_results():
 # ---- baselines ---------------------------------------------------------------------------------
 
 class _Spy(WorldModel):
-    """Records the actions it is given; its state is a counter of steps."""
+    """Records the actions (and what encode is given); its state is a counter of steps."""
 
     action_dim = 2
+    context = 3
 
     def __init__(self):
         super().__init__()
-        self.seen = []
+        self.seen, self.encoded = [], []
 
-    def encode(self, frames, actions, proprio=None):
+    def encode(self, frames, actions, proprio=None, sim_state=None):
         self.seen.append(actions.clone())
+        self.encoded.append({"frames": frames, "actions": actions, "proprio": proprio, "sim_state": sim_state})
         return {"x": torch.zeros(frames.shape[0], 1)}
 
     def step(self, state, action):
@@ -67,6 +72,9 @@ class _Spy(WorldModel):
 
     def reward(self, state):
         return state["x"][:, 0]
+
+    def features(self, state):
+        return state["x"]
 
 
 def test_copy_last_frame_repeats_the_last_real_frame():
@@ -88,7 +96,27 @@ def test_action_blind_zeroes_every_action_it_sees():
     _, rewards = blind.rollout(state, torch.ones(2, 5, 2))
     assert all(torch.count_nonzero(a) == 0 for a in spy.seen) and len(spy.seen) == 7
     assert torch.all(rewards == 0)
-    assert blind.action_dim == 2 and not blind.is_oracle
+    assert blind.action_dim == 2 and not blind.abilities.simulator_state
+
+
+def test_the_harness_encodes_the_real_context_and_gives_sim_state_only_to_the_oracle():
+    spy = _Spy()
+    h = Harness("push", spy, Settings(quick=True))
+    try:
+        starts = h.starts("fidelity", 2)
+        h.initial_state("model", starts)
+        got = spy.encoded[-1]
+        assert got["sim_state"] is None  # a learned model never receives the simulator state
+        assert torch.equal(got["frames"], torch.from_numpy(np.stack([s.frames[-3:] for s in starts])))
+        assert torch.equal(got["actions"], torch.from_numpy(np.stack([s.actions[-2:] for s in starts])))
+        assert torch.equal(got["proprio"], torch.from_numpy(np.stack([s.proprio[-3:] for s in starts])))
+        oracle = h.initial_state("mujoco", starts)
+        assert torch.equal(oracle["sim"], torch.from_numpy(np.stack([s.sim for s in starts])))
+        live = h.env.get_state()
+        h.predict("mujoco", starts, np.ones((2, 3, 2), np.float32))
+        assert np.array_equal(h.env.get_state(), live)  # the oracle simulates in its own copy, not the live env
+    finally:
+        h.close()
 
 
 # ---- scoring -----------------------------------------------------------------------------------
@@ -109,7 +137,7 @@ def test_scoring_scales_between_best_baseline_and_truth_and_flags_degenerate_pro
 @pytest.mark.parametrize("task", ORACLE_TASKS)
 def test_every_applicable_probe_separates_baselines_from_mujoco(oracle_runs, task):
     _, v = oracle_runs[task]
-    assert set(v["probes"]) == set(APPLICABLE[task])
+    assert set(v["probes"]) == set(task_class(task).probes)  # the probes the task declares
     for probe, r in v["probes"].items():
         assert r["separates"] and r["separation"] >= 0.3, (probe, r["separation"])
         assert r["score"]["mujoco"] == 100.0, probe
@@ -180,7 +208,7 @@ def test_validation_json_layout(oracle_runs, task):
 
     v = json.loads((d / "validation.json").read_text(), parse_constant=strict)
     assert v["task"] == task and v["format"] == "embodied-validation/1"
-    for probe in APPLICABLE[task]:
+    for probe in task_class(task).probes:
         r = v["probes"][probe]
         assert set(r["score"]) == set(WHO)
         assert all(isinstance(r["score"][w], (int, float)) and 0 <= r["score"][w] <= 100 for w in WHO)
@@ -256,10 +284,12 @@ def test_report_loads_in_headless_chromium(oracle_runs, tmp_path):
 def test_compare_cli_side_by_side(tmp_path, capsys):
     from embodied.cli import main
 
-    rc = main(["compare", "oracle", "blind_oracle", "--task", "push", "--out", str(tmp_path), "--quick",
-               "--probes", "controllability,planning_fidelity", "--no-media"])
+    rc = main(["compare", "oracle", "blind_oracle", "probes=[controllability,planning_fidelity]", "--task", "push",
+               "--out", str(tmp_path), "--quick", "--no-media"])  # models and key=value overrides mix
     assert rc == 0
     summary = json.loads((tmp_path / "compare.json").read_text())
+    assert summary["models"] == {"oracle": "oracle", "blind_oracle": "blind_oracle"}
+    assert summary["command"].endswith("--quick --seed 0 --probes controllability,planning_fidelity --no-media")
     assert summary["scores"]["controllability"]["oracle"] == 100.0
     assert summary["scores"]["controllability"]["blind_oracle"] <= 5.0
     assert summary["scores"]["planning_fidelity"]["oracle"] == 100.0
@@ -273,12 +303,58 @@ def test_validate_cli_rejects_bad_input(tmp_path, capsys):
     from embodied.cli import main
 
     assert main(["validate", "--task", "push", "--model", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
-    assert "no such run directory" in capsys.readouterr().err
+    assert "no such run folder" in capsys.readouterr().err
     assert main(["validate", "--task", "push", "--model", "oracle", "--out", str(tmp_path),
                  "--probes", "vibes"]) == 2
     assert "unknown probe" in capsys.readouterr().err
+    assert main(["validate", "model=oracle", f"out={tmp_path}", "probes=[persistence]"]) == 2  # push has no occluder
+    assert "do not apply" in capsys.readouterr().err
+    assert main(["validate", "--model", "oracle", f"out={tmp_path}", "probez=[fidelity]"]) == 2
+    assert "did you mean probes" in capsys.readouterr().err
+    assert main(["validate", "--model", "oracle"]) == 2
+    assert "'out' is missing" in capsys.readouterr().err
+    assert main(["compare", "--task", "push", "--out", str(tmp_path)]) == 2
+    assert "'models' is missing" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing ran
 
 
-def test_probe_list_covers_every_task():
-    assert set(PROBES) == {p for probes in APPLICABLE.values() for p in probes}
-    assert "persistence" in APPLICABLE["occlusion"] and "causality" in APPLICABLE["push"]
+def test_validate_cli_takes_a_config_file_flags_and_overrides(tmp_path, capsys):
+    from embodied.cli import main
+
+    cfg = tmp_path / "val.yaml"
+    cfg.write_text(f"task: reach\nmodel: copy_last\nout: {tmp_path / 'val'}\nprobes: [fidelity]\nseed: 1\n")
+    assert main(["validate", "--config", str(cfg), "--preset", "quick", "--no-media", "seed=2"]) == 0
+    v = json.loads((tmp_path / "val" / "validation.json").read_text())
+    assert v["task"] == "reach" and list(v["probes"]) == ["fidelity"]
+    assert v["settings"] == {"quick": True, "seed": 2}   # key=value beats the file, the flag sets quick
+    assert v["command"].startswith("embodied validate --task reach --model copy_last")
+    assert "--seed 2 --probes fidelity --no-media" in v["command"]
+    assert v["probes"]["fidelity"]["score"]["model"] == 0.0  # copy-last is the baseline itself
+    assert "validation.json" in capsys.readouterr().out
+
+
+def test_every_task_declares_known_probes_with_its_own_objects():
+    used = set()
+    for name, cls in TASKS.items():
+        names = {o.name for o in cls.objects}
+        assert probes_to_run(cls.probes) == [p for p in PROBES if p in cls.probes], name
+        used |= set(cls.probes)
+        if "causality" in cls.probes:
+            c = cls.probes["causality"]
+            assert {c["object"], c["pusher"], *c.get("keep_clear", ())} <= names, name
+        if "persistence" in cls.probes:
+            p = cls.probes["persistence"]
+            assert {*p["movers"], p["still"]} <= names and cls.occluder_half_width > 0, name
+            assert any(o.actuated for o in cls.objects if o.name in p["movers"]), name
+    assert used == set(PROBES)  # every probe applies to some task
+    assert "persistence" in TASKS["occlusion"].probes and "causality" in TASKS["push"].probes
+
+
+def test_probes_to_run_keeps_the_requested_order_and_rejects_what_does_not_apply():
+    occlusion = task_class("occlusion").probes
+    assert probes_to_run(occlusion, ["causality", "fidelity"]) == ["causality", "fidelity"]
+    assert probes_to_run(task_class("Reacher-v5").probes) == ["fidelity", "controllability"]
+    with pytest.raises(ValueError, match="do not apply"):
+        probes_to_run(task_class("reach").probes, ["causality"])
+    with pytest.raises(ValueError, match="unknown probe"):
+        probes_to_run(occlusion, ["vibes"])

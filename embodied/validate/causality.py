@@ -2,16 +2,17 @@
 
 From each start state, three branches share the start (``env.set_state``):
 
-* **contact**: the pusher driven straight at the target object (Push: the
-  block; Occlusion: the still box) for the whole horizon;
+* **contact**: the pusher driven straight at the target object (the task's
+  ``probes["causality"]``: ``object``, moved by ``pusher``) for the whole horizon;
 * **miss**: the pusher driven sideways or away, never touching it;
 * **null**: zero action.
 
-Start states are kept only where MuJoCo moves the target in the contact branch
-(more than :data:`MOVE_PX`) and leaves it in place in the miss branch, so every
-pair is a real counterfactual. On the predicted frames the target's colour
-centroid in the last frame is compared with where the last real context frame
-shows it:
+Start states are kept only where the target starts clear of the task's
+occluder (if it has one), the objects listed in ``keep_clear`` start away from
+it, MuJoCo moves the target in the contact branch (more than :data:`MOVE_PX`)
+and leaves it in place in the miss branch, so every pair is a real
+counterfactual. On the predicted frames the target's colour centroid in the
+last frame is compared with where the last real context frame shows it:
 
 * ``moved_accuracy``: predicted moved / not moved (displacement above
   :data:`MOVE_PX`) against the truth, over contact and miss branches; a target
@@ -27,13 +28,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from embodied.validate import WHO, curve
+from embodied.validate.harness import WHO, curve
 from embodied.vision import colour_centroid, pixel_error
 
 QUESTION = "does an object move only when contacted?"
 MOVE_PX = 2.0
 STILL_PX = 0.5
-TARGETS = {"push": "block", "occlusion": "still"}
+REACH_M = (0.11, 0.2)   # the pusher starts this far (min, max) from the target
+CLEAR_M = 0.15          # keep_clear objects start this far from the target
+VIEW_MARGIN_M = 0.06    # the target starts this far beyond the occluder's edge (|x| > half width + margin)
 
 
 def _unit(v):
@@ -41,15 +44,18 @@ def _unit(v):
     return v / (np.linalg.norm(v) + 1e-9)
 
 
-def _accept(h, target):
+def _accept(spec: dict):
+    target, pusher, keep_clear = spec["object"], spec["pusher"], spec.get("keep_clear", ())
+
     def accept(env) -> bool:
         objs = env.object_positions()
-        d = np.linalg.norm(objs[target][:2] - objs["pusher"][:2])
-        if not 0.11 < d < 0.2:
+        d = np.linalg.norm(objs[target][:2] - objs[pusher][:2])
+        if not REACH_M[0] < d < REACH_M[1]:
             return False
-        if h.task == "occlusion":  # the target must stay in view and the ball out of the way
-            return abs(objs[target][0]) > 0.15 and np.linalg.norm(objs["ball"][:2] - objs[target][:2]) > 0.15
-        return True
+        half = env.occluder_half_width
+        if half and abs(objs[target][0]) <= half + VIEW_MARGIN_M:  # the target must stay in view
+            return False
+        return all(np.linalg.norm(objs[k][:2] - objs[target][:2]) > CLEAR_M for k in keep_clear)
     return accept
 
 
@@ -57,38 +63,37 @@ def _warmup(env, rng) -> np.ndarray:
     return rng.uniform(-0.2, 0.2, size=env.action_space.shape).astype(np.float32)
 
 
-def branch_actions(start, target: str, horizon: int, variant: int) -> dict[str, np.ndarray]:
+def branch_actions(start, target: str, pusher: str, horizon: int, variant: int) -> dict[str, np.ndarray]:
     """contact / miss / null action sequences (H, 2) from one start."""
-    toward = _unit(start.objects[target] - start.objects["pusher"])
+    toward = _unit(start.objects[target] - start.objects[pusher])
     side = np.array([-toward[1], toward[0]])
-    pusher = start.objects["pusher"][:2]
+    at = start.objects[pusher][:2]
     if variant % 2 == 0:  # sideways, toward the middle of the table
-        miss = side if np.dot(side, -pusher) >= 0 else -side
+        miss = side if np.dot(side, -at) >= 0 else -side
     else:
         miss = -toward
     tile = lambda v: np.tile(np.asarray(v, np.float32), (horizon, 1))  # noqa: E731
     return {"contact": tile(toward), "miss": tile(miss * 0.8), "null": tile([0.0, 0.0])}
 
 
-def _disp(h, frames: np.ndarray, start_px: np.ndarray, rgb) -> np.ndarray:
+def _disp(frames: np.ndarray, start_px: np.ndarray, rgb) -> np.ndarray:
     """(B, H, 2) displacement of the target's centroid from its start pixel; NaN where lost."""
     xy, _ = colour_centroid(frames, rgb)
     return xy - start_px[:, None, :]
 
 
 def run(h) -> dict:
-    target = TARGETS.get(h.task)
-    if target is None or "pusher" not in h.objects:
-        raise RuntimeError(f"the causality probe needs a pusher and a movable object; task {h.task} has none")
+    spec = h.probes["causality"]
+    target = spec["object"]
     rgb = h.objects[target].rgb
     n, horizon = h.settings.pick(4, 12), h.settings.pick(12, 15)
     starts, branches, truths = [], {"contact": [], "miss": [], "null": []}, {"contact": [], "miss": [], "null": []}
-    accept = _accept(h, target)
+    accept = _accept(spec)
     for seed in h.seeds("causality", 60 * n):
         s = h.start(seed, warmup=_warmup, accept=accept)
         if s is None:
             continue
-        acts = branch_actions(s, target, horizon, len(starts))
+        acts = branch_actions(s, target, spec["pusher"], horizon, len(starts))
         tr = {k: h.truth(s, a) for k, a in acts.items()}
         moved = {k: np.linalg.norm(t.pixels[target][-1] - h.pixel(s.objects[target])) for k, t in tr.items()}
         if moved["contact"] < 2 * MOVE_PX or moved["miss"] > STILL_PX:
@@ -116,7 +121,7 @@ def run(h) -> dict:
         for k in ("contact", "miss", "null"):
             pred = h.predict(who, starts, np.stack(branches[k]))
             preds[k] = pred
-            d = _disp(h, pred, start_px, rgb)                                  # (B, H, 2)
+            d = _disp(pred, start_px, rgb)                                  # (B, H, 2)
             err = pixel_error(d, true_disp[k], image_size=size)                # (B, H)
             final = d[:, -1]
             lost = ~np.isfinite(final).all(axis=1)

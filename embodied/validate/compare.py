@@ -1,4 +1,4 @@
-"""`embodied compare`: several world models on the same probes and the same start states.
+"""Several world models on the same probes and the same start states.
 
 Each model is validated with the same task, settings and seed (so the probes
 draw the same start states and actions), its full report written to
@@ -7,15 +7,19 @@ draw the same start states and actions), its full report written to
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from embodied.validate import PSEUDO_MODELS, validate
+from embodied.io import atomic_write_json
+from embodied.load import REFERENCE_MODELS
+from embodied.report import write_compare_report
+from embodied.validate.runner import validate
+
+FORMAT = "embodied-compare/1"
 
 
 def _name(spec, taken: set) -> str:
     p = Path(str(spec))
-    base = p.name if str(spec) not in PSEUDO_MODELS else str(spec)
+    base = p.name if str(spec) not in REFERENCE_MODELS else str(spec)
     if base in taken:  # two runs with the same folder name
         base = "_".join(p.parts[-2:]) if len(p.parts) > 1 else base
     name, i = base, 2
@@ -28,11 +32,8 @@ def _name(spec, taken: set) -> str:
 def compare(models: list, task: str, out: Path, quick: bool = False, seed: int = 0, probes=None,
             media: bool = True, progress=print, command: str | None = None) -> dict:
     """Validate every model under ``out/<name>`` and write compare.json and compare.html."""
-    from embodied.io import atomic_write_json
-    from embodied.report import write_compare_report
-
     if len(models) < 1:
-        raise ValueError("pass at least one model (run directory or oracle | copy_last | blind_oracle)")
+        raise ValueError(f"pass at least one model (run directory or {' | '.join(REFERENCE_MODELS)})")
     out = Path(out)
     taken, validations = set(), {}
     for spec in models:
@@ -48,7 +49,7 @@ def compare(models: list, task: str, out: Path, quick: bool = False, seed: int =
     for p in probes_seen:
         base = first["probes"].get(p, {}).get("score", {})
         table[p] |= {"copy_last": base.get("copy_last"), "mujoco": base.get("mujoco")}
-    summary = {"format": "embodied-compare/1", "task": first["task"], "settings": first["settings"],
+    summary = {"format": FORMAT, "task": first["task"], "settings": first["settings"],
                "models": {n: str(s) for n, s in zip(validations, models)}, "command": command,
                "checkpoints": {n: v.get("checkpoint") for n, v in validations.items()}, "scores": table,
                "metrics": {p: {n: v["probes"].get(p, {}).get("metrics", {}).get("model") for n, v in validations.items()}
@@ -57,30 +58,3 @@ def compare(models: list, task: str, out: Path, quick: bool = False, seed: int =
     atomic_write_json(out / "compare.json", summary)
     write_compare_report(out, validations)
     return summary
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("models", nargs="+", help="run directories (or oracle | copy_last | blind_oracle)")
-    parser.add_argument("--task", default="push")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--quick", action="store_true", help="few start states (tests, demo)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--probes", default="", help="comma-separated subset of the probes")
-    parser.add_argument("--no-media", action="store_true")
-
-
-def run(args) -> int:
-    probes = [p.strip() for p in args.probes.split(",") if p.strip()] or None
-    command = (f"embodied compare {' '.join(map(str, args.models))} --task {args.task} --out {args.out}"
-               + (" --quick" if args.quick else "") + f" --seed {args.seed}"
-               + (f" --probes {args.probes}" if args.probes else "") + (" --no-media" if args.no_media else ""))
-    summary = compare(args.models, args.task, args.out, quick=args.quick, seed=args.seed, probes=probes,
-                      media=not args.no_media, command=command)
-    names = list(summary["models"])
-    width = max(12, *(len(n) for n in names))
-    print(f"{'probe':18s} " + " ".join(f"{n:>{width}s}" for n in [*names, "copy_last", "mujoco"]))
-    for p, row in summary["scores"].items():
-        print(f"{p:18s} " + " ".join(f"{('n/a' if row.get(n) is None else f'{row[n]:.1f}'):>{width}s}"
-                                     for n in [*names, "copy_last", "mujoco"]))
-    print(f"report: {(Path(args.out) / 'compare.html').resolve()}", file=sys.stdout)
-    return 0

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from embodied.validate import WHO, curve, nanmean, smooth_actions
+from embodied.validate.harness import WHO, curve, nanmean, nanmean_along, smooth_actions
 from embodied.vision import colour_centroid, pixel_error
 
 QUESTION = "does the body move as the action says?"
 VISIBLE_TOL_PX = 1.5  # a real-frame centroid this close to the projection: the body is wholly visible
 
 
-def visible_mask(h, real: np.ndarray, true_px: np.ndarray, rgb) -> np.ndarray:
+def visible_mask(real: np.ndarray, true_px: np.ndarray, rgb) -> np.ndarray:
     """(...) whether the real frames show the object whole (centroid agrees with its true position)."""
     xy, present = colour_centroid(real, rgb)
     err = np.linalg.norm(np.nan_to_num(xy, nan=1e6) - true_px, axis=-1)
@@ -37,16 +37,11 @@ def body_errors(h, real: np.ndarray, pred: np.ndarray, truths, names) -> np.ndar
     for name in names:
         rgb = h.objects[name].rgb
         true_px = np.stack([t.pixels[name] for t in truths])
-        vis = visible_mask(h, real, true_px, rgb)
+        vis = visible_mask(real, true_px, rgb)
         xy, _ = colour_centroid(pred, rgb)
         err = pixel_error(xy, true_px, image_size=size)
         per_body.append(np.where(vis, err, np.nan))
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(np.stack(per_body), axis=0)
+    return nanmean_along(np.stack(per_body), axis=0)
 
 
 def frame_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

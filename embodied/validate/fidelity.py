@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from embodied.validate import WHO, curve
+from embodied.validate.harness import WHO, curve
 
 QUESTION = "do frames match?"
 PSNR_CAP = 60.0

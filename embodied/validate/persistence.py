@@ -1,10 +1,12 @@
 """Persistence: does a hidden object come back where physics puts it? Do still objects stay still?
 
-Occlusion only (the task with an occluder). Two parts:
+For tasks with an occluder (``env.occluder_half_width``, ``env.is_hidden``);
+the task's ``probes["persistence"]`` names the ``movers`` (objects that pass
+under it) and the ``still`` object. Two parts:
 
-1. **Crossings.** From start states where the ball rolls toward the occluder,
-   the pusher is also driven across it (constant actions toward the other
-   side), so both a passive and an actuated object pass under it. For every
+1. **Crossings.** From start states where the movers start clear of the
+   occluder, the actuated mover is driven across it (constant actions toward
+   the other side) while a passive one rolls, so both kinds pass under it. For every
    object that the real frames show go wholly under the occluder and come out
    whole again within the horizon (an *event*), on the predicted frames:
 
@@ -24,26 +26,24 @@ Occlusion only (the task with an occluder). Two parts:
 2. **Long rollouts.** ``long_steps`` (100+) steps of zero action: position error
    of every object whenever the real frame shows it whole
    (``long_rollout_px_error``), and ``still_drift_px``: how far the predicted
-   still box wanders from where the last real frame showed it.
+   still object wanders from where the last real frame showed it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from embodied.validate import WHO, curve, nanmean
 from embodied.validate.controllability import visible_mask
+from embodied.validate.harness import WHO, curve, nanmean, nanmean_along
 from embodied.vision import colour_centroid, pixel_error
 
 QUESTION = "does a hidden object come back where physics puts it?"
 AFTER_STEPS = 3
-MOVERS = ("ball", "pusher")
-STILL = "still"
+MOVER_MARGIN_M = 0.06   # movers start this far beyond the occluder's edge (|x| > half width + margin)
+STILL_MARGIN_M = 0.05   # and the still object this far
 
 
 def _band_half_px(h) -> float:
-    from embodied.envs.tasks.occlusion import OCCLUDER_HALF_WIDTH
-
-    return OCCLUDER_HALF_WIDTH * h.size / h.env.view_extent
+    return h.env.occluder_half_width * h.size / h.env.view_extent
 
 
 def _shows(h, xy, present) -> np.ndarray:
@@ -53,15 +53,15 @@ def _shows(h, xy, present) -> np.ndarray:
     return present & outside
 
 
-def find_events(h, start, truth, real: np.ndarray) -> list[dict]:
+def find_events(h, start, truth, real: np.ndarray, movers) -> list[dict]:
     """Objects the real frames show go wholly under the occluder and come out whole again."""
     events = []
-    for name in MOVERS:
+    for name in movers:
         hidden = h.env.is_hidden(truth.objects[name][:, :2])
         if h.env.is_hidden(start.objects[name][:2]) or not hidden.any():
             continue
         t_in = int(np.argmax(hidden))
-        whole = visible_mask(h, real, truth.pixels[name], h.objects[name].rgb)
+        whole = visible_mask(real, truth.pixels[name], h.objects[name].rgb)
         after = np.nonzero(whole[t_in:])[0]
         if not after.size:
             continue
@@ -95,33 +95,36 @@ def event_metrics(h, event: dict, truth, pred: np.ndarray) -> dict:
             "freeze_error": freeze_err}
 
 
-def _crossing_accept(env) -> bool:
-    objs = env.object_positions()
-    return abs(objs["pusher"][0]) > 0.15 and abs(objs["still"][0]) > 0.14 and abs(objs["ball"][0]) > 0.15
+def _clear(env, name: str, margin: float) -> bool:
+    """Whether object ``name`` is at least ``margin`` beyond the occluder's edge."""
+    return abs(env.object_positions()[name][0]) > env.occluder_half_width + margin
 
 
-def _crossing_warmup(env, rng) -> np.ndarray:
-    x = env.object_positions()["pusher"][0]
+def _across(x: float) -> np.ndarray:
+    """The action that drives the actuated mover, now at world x, toward the occluder's other side."""
     return np.array([-np.sign(x) * 0.8, 0.0], np.float32)
 
 
-def _still_accept(env) -> bool:
-    return abs(env.object_positions()["still"][0]) > 0.14
-
-
 def run(h) -> dict:
-    if h.task != "occlusion":
-        raise RuntimeError("the persistence probe needs the occlusion task (an occluder to hide objects under)")
+    spec = h.probes["persistence"]
+    movers, still = tuple(spec["movers"]), spec["still"]
+    driven = next(m for m in movers if h.objects[m].actuated)
+
+    def crossing_accept(env) -> bool:
+        return all(_clear(env, m, MOVER_MARGIN_M) for m in movers) and _clear(env, still, STILL_MARGIN_M)
+
+    def crossing_warmup(env, rng) -> np.ndarray:
+        return _across(env.object_positions()[driven][0])
+
     n, horizon = h.settings.pick(4, 12), h.settings.pick(26, 30)
     n_long, long_steps = h.settings.pick(2, 6), h.settings.pick(100, 150)
 
     # ---- 1. crossings ----------------------------------------------------------------------
-    starts = h.starts("persistence", n, warmup=_crossing_warmup, accept=_crossing_accept)
-    actions = np.stack([np.tile([-np.sign(s.objects["pusher"][0]) * 0.8, 0.0], (horizon, 1)).astype(np.float32)
-                        for s in starts])
+    starts = h.starts("persistence", n, warmup=crossing_warmup, accept=crossing_accept)
+    actions = np.stack([np.tile(_across(s.objects[driven][0]), (horizon, 1)) for s in starts])
     truths = [h.truth(s, a) for s, a in zip(starts, actions)]
     real = np.stack([t.frames for t in truths])
-    events = [find_events(h, s, t, r) for s, t, r in zip(starts, truths, real)]
+    events = [find_events(h, s, t, r, movers) for s, t, r in zip(starts, truths, real)]
     n_events = sum(len(e) for e in events)
     if n_events == 0:
         raise RuntimeError("persistence: no object passed under the occluder and out again; "
@@ -134,24 +137,24 @@ def run(h) -> dict:
                 for i, evs in enumerate(events) for ev in evs]
         per_event[who] = rows
         metrics[who] = {k: nanmean([r[k] for r in rows]) for k in keys}
-        for obj in MOVERS:
+        for obj in movers:
             sub = [r for r in rows if r["object"] == obj]
             if sub:
                 metrics[who][f"{obj}_reappear_px_error"] = nanmean([r["reappear_px_error"] for r in sub])
                 metrics[who][f"{obj}_freeze_ratio"] = nanmean([r["freeze_ratio"] for r in sub])
 
     # ---- 2. long zero-action rollouts ------------------------------------------------------
-    long_starts = h.starts("persistence", n_long, accept=_still_accept, offset=500)
+    long_starts = h.starts("persistence", n_long, accept=lambda env: _clear(env, still, STILL_MARGIN_M), offset=500)
     zeros = np.zeros((n_long, long_steps, h.action_dim), np.float32)
     long_truths = [h.truth(s, z) for s, z in zip(long_starts, zeros)]
     long_real = np.stack([t.frames for t in long_truths])
     names = list(h.objects)
-    vis = {k: visible_mask(h, long_real, np.stack([t.pixels[k] for t in long_truths]), h.objects[k].rgb)
+    vis = {k: visible_mask(long_real, np.stack([t.pixels[k] for t in long_truths]), h.objects[k].rgb)
            for k in names}
-    still_start = colour_centroid(np.stack([s.frames[-1] for s in long_starts]), h.objects[STILL].rgb)[0]
+    still_start = colour_centroid(np.stack([s.frames[-1] for s in long_starts]), h.objects[still].rgb)[0]
     x = list(range(1, long_steps + 1))
     curves = {"long_rollout_px_error": {"x": x, "ylabel": "object position error, zero action (px)"},
-              "still_drift_px": {"x": x, "ylabel": "still box drift from its start (px)"}}
+              "still_drift_px": {"x": x, "ylabel": f"{still} drift from its start (px)"}}
     long_pred = {}
     for who in WHO:
         pred = h.predict(who, long_starts, zeros)
@@ -162,13 +165,8 @@ def run(h) -> dict:
             true_px = np.stack([t.pixels[k] for t in long_truths])
             e = pixel_error(xy, true_px, image_size=(h.size, h.size))
             errs.append(np.where(vis[k], e, np.nan))
-        with np.errstate(invalid="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                err = np.nanmean(np.stack(errs), axis=0)
-        sxy, _ = colour_centroid(pred, h.objects[STILL].rgb)
+        err = nanmean_along(np.stack(errs), axis=0)
+        sxy, _ = colour_centroid(pred, h.objects[still].rgb)
         drift = pixel_error(sxy, still_start[:, None, :], image_size=(h.size, h.size))
         metrics[who]["long_rollout_px_error"] = nanmean(err)
         metrics[who]["still_drift_px"] = nanmean(drift)
@@ -197,5 +195,5 @@ def run(h) -> dict:
                        "long_rollout_px_error": 1.0, "presence_error": 0.05},
             "curves": curves, "cases": cases,
             "settings": {"start_states": n, "horizon": horizon, "events": n_events,
-                         "events_by_object": {o: sum(e["object"] == o for evs in events for e in evs) for o in MOVERS},
+                         "events_by_object": {o: sum(e["object"] == o for evs in events for e in evs) for o in movers},
                          "long_rollouts": n_long, "long_steps": long_steps, "after_steps": AFTER_STEPS}}

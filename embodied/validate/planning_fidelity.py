@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from embodied.validate import WHO, smooth_actions
+from embodied.validate.harness import WHO, smooth_actions
 
 QUESTION = "does the model rank action sequences as the simulator does?"
 
