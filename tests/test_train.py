@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from embodied import checkpoint
-from embodied.cli import main as cli
 from embodied.collect import collect
 from embodied.config import load_config
 from embodied.data import Dataset, WindowSampler
