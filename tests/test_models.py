@@ -285,3 +285,35 @@ def test_training_learns_action_conditioned_motion(arch, spec, dataset):
             moves.append((model.proprio(final)[:, :2] - start).mean(0))
     # pushing +x moves the pusher further in x than pushing +y does, and vice versa
     assert moves[0][0] > moves[1][0] and moves[1][1] > moves[0][1], moves
+
+
+def test_the_interface_is_abstract_and_abilities_are_declared(spec):
+    """A backend missing a required method cannot be built; an undeclared ability raises, naming itself."""
+    from embodied.models.base import WorldModel
+    from embodied.models.oracle import MujocoOracle
+
+    class NoDecode(WorldModel):
+        def encode(self, frames, actions, proprio=None, sim_state=None):
+            return {}
+
+        def step(self, state, action):
+            return state
+
+        def features(self, state):
+            return torch.zeros(1, 1)
+
+        def reward(self, state):
+            return torch.zeros(1)
+
+    with pytest.raises(TypeError, match="decode"):
+        NoDecode()
+    plain = _model("recurrent", spec)  # no object head: object_weight defaults to 0
+    assert plain.abilities.proprio and plain.abilities.goal_distance and plain.abilities.readout
+    assert not plain.abilities.objects and not plain.abilities.success and not plain.abilities.simulator_state
+    with pytest.raises(NotImplementedError, match="'success' ability"):
+        plain.success({})
+    assert _model("recurrent", spec, object_weight=1.0).abilities.objects
+    oracle = MujocoOracle("push")
+    assert oracle.abilities.simulator_state and oracle.abilities.success
+    with pytest.raises(ValueError, match="pass sim_state"):
+        oracle.encode(torch.zeros(1, 1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 0, 2))
