@@ -1,25 +1,30 @@
-"""Checkpoints: safetensors weights and optimizer state beside JSON, never pickle.
+"""Checkpoints: safetensors weights and optimizer state beside JSON, never pickle; atomic as a whole.
 
 A run folder holds one checkpoint (the latest)::
 
-    config.json        format, step, task, observation/action spaces (spec), model config
-                       (with `arch`), the run's full config (run_config: data, train settings,
-                       plugins), and the size and CRC32 of each file below
-    model.safetensors  model weights
-    optim.safetensors  optimizer tensors (Adam moments, ...); its non-tensor state is in state.json
-    state.json         step, optimizer param groups and scalars, run bookkeeping (wall time, ...)
+    config.json                      format, step, task, observation/action spaces (spec), model
+                                     config (with `arch`), the run's full config (run_config), and the
+                                     name, size and CRC32 of each file below
+    model.<step>.<id>.safetensors    model weights
+    optim.<step>.<id>.safetensors    optimizer tensors (Adam moments, ...)
+    state.<step>.<id>.json           step, optimizer param groups and scalars, run bookkeeping
 
-``load(run_dir)`` rebuilds the model from config.json alone via
-``embodied.models.build_model`` and fills in the weights. Every file is
-written to a temporary name, fsynced and moved into place with
-``os.replace``; config.json goes last and records the CRC32 of the others, so
-a file that is truncated, corrupted or left over from another step is
-reported instead of silently loaded.
+``save`` writes the new weight files under new names beside the old ones
+(each to a temporary name, fsynced, renamed), then replaces config.json in
+one ``os.replace``: that rename is the commit. Only then are the files of
+the previous checkpoint deleted. At every instant config.json names one
+complete checkpoint, so a kill or a full disk during a save leaves the
+previous one loadable; a save that fails says so in one line. ``load``
+rebuilds the model from config.json alone via ``embodied.models.build_model``
+and fills in the weights, refusing (one line) a file that is truncated,
+corrupted or from another step.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import zlib
 from pathlib import Path
 
@@ -34,7 +39,7 @@ from embodied.envs.registry import canonical_task
 from embodied.errors import UserError
 
 FORMAT = "embodied-checkpoint/1"
-FILES = ("model.safetensors", "optim.safetensors", "state.json")
+FILES = ("model.safetensors", "optim.safetensors", "state.json")  # the parts; on disk each has a versioned name
 SPACE_KEYS = ("image_size", "action_dim", "proprio_dim")
 
 
@@ -105,20 +110,52 @@ def save(run_dir, model, optimizer=None, step: int = 0, extra: dict | None = Non
         payloads["optim.safetensors"], optim_state = _optim_payload(optimizer, step)
     state = {"format": FORMAT, "step": int(step), "optimizer": optim_state, "extra": extra or {}}
     payloads["state.json"] = (json.dumps(state, indent=1) + "\n").encode()
-    for stale in FILES:
-        if stale not in payloads and (run_dir / stale).exists():
-            (run_dir / stale).unlink()
+    token = os.urandom(3).hex()  # a fresh name even when the same step is saved twice
+    names = {part: _versioned(part, step, token) for part in payloads}
     config = {"format": FORMAT, "step": int(step), "task": model.task, "arch": model_cfg["arch"],
               "context": int(model.context), "spec": spec, "model": model_cfg,
               "run_config": train_config, "torch": torch.__version__,
-              "files": {name: {"bytes": len(p), "crc32": _crc(p)} for name, p in payloads.items()}}
-    for name in (*FILES, "config.json"):  # temp files of a save that was killed half way
-        for tmp in run_dir.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-    for name, payload in payloads.items():
-        atomic_write_bytes(run_dir / name, payload)
-    atomic_write_json(run_dir / "config.json", config)  # last: it commits the files above
+              "files": {part: {"path": names[part], "bytes": len(p), "crc32": _crc(p)}
+                        for part, p in payloads.items()}}
+    previous = _committed_step(run_dir)
+    try:
+        for part, payload in payloads.items():
+            atomic_write_bytes(run_dir / names[part], payload)
+        atomic_write_json(run_dir / "config.json", config)  # the commit: one rename
+    except OSError as err:
+        for name in names.values():
+            (run_dir / name).unlink(missing_ok=True)
+        kept = f"the checkpoint of step {previous} is intact" if previous is not None else "no checkpoint was written"
+        raise UserError(f"{run_dir}: could not write the checkpoint of step {step} ({err.strerror or err}); {kept}; "
+                        "free disk space or fix the folder's permissions, then resume with --resume") from None
+    _remove_unreferenced(run_dir, set(names.values()))
     return run_dir
+
+
+def _versioned(part: str, step: int, token: str) -> str:
+    """'model.safetensors' -> 'model.00000008.a1b2c3.safetensors'."""
+    stem, ext = part.split(".", 1)
+    return f"{stem}.{int(step):08d}.{token}.{ext}"
+
+
+_CHECKPOINT_FILE = re.compile(r"(model|optim)(\.\d+\.[0-9a-f]+)?\.safetensors|state(\.\d+\.[0-9a-f]+)?\.json")
+
+
+def _committed_step(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remove_unreferenced(run_dir: Path, keep: set[str]) -> None:
+    """Delete checkpoint files config.json does not name: the previous checkpoint, and leftovers of killed saves."""
+    for path in run_dir.iterdir():
+        name = path.name
+        if name in keep:
+            continue
+        if _CHECKPOINT_FILE.fullmatch(name) or (name.startswith(".") and name.endswith(".tmp")):
+            path.unlink(missing_ok=True)
 
 
 def read_config(run_dir) -> dict:
@@ -144,11 +181,17 @@ def read_config(run_dir) -> dict:
     return cfg
 
 
+def file_path(run_dir, cfg: dict, part: str) -> Path:
+    """Where the checkpoint described by ``cfg`` (its config.json) keeps ``part`` ("model.safetensors", ...)."""
+    entry = cfg["files"].get(part) or {}
+    return Path(run_dir) / entry.get("path", part)  # the first checkpoints had unversioned names
+
+
 def _read_checked(run_dir: Path, cfg: dict, name: str) -> bytes:
-    path = run_dir / name
     want = cfg["files"].get(name)
     if want is None:
-        raise UserError(f"{path}: not part of this checkpoint (config.json does not list it)")
+        raise UserError(f"{run_dir / name}: not part of this checkpoint (config.json does not list it)")
+    path = file_path(run_dir, cfg, name)
     if not path.is_file():
         raise UserError(f"{path}: missing from the checkpoint; restore it or re-train")
     payload = path.read_bytes()
@@ -227,7 +270,7 @@ def load(run_dir, task: str | None = None, spec: dict | None = None, device="cpu
     cfg = read_config(run_dir)
     check_compatible(run_dir, cfg, task, spec)
     payload = _read_checked(run_dir, cfg, "model.safetensors")
-    path = run_dir / "model.safetensors"
+    path = file_path(run_dir, cfg, "model.safetensors")
     tensors, meta = _load_safetensors(path, payload)
     if meta.get("step") != str(cfg["step"]):
         raise UserError(f"{path}: weights of step {meta.get('step')} but config.json is step {cfg['step']}; "
@@ -254,9 +297,11 @@ def load_training_state(run_dir, optimizer=None) -> tuple[int, dict]:
     try:
         state = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{run_dir / 'state.json'}: corrupt ({err}); restore the run folder or re-train") from None
+        raise UserError(f"{file_path(run_dir, cfg, 'state.json')}: corrupt ({err}); restore the run folder or "
+                        "re-train") from None
     if state.get("step") != cfg["step"]:
-        raise UserError(f"{run_dir / 'state.json'}: step {state.get('step')} but config.json is step {cfg['step']}; "
+        raise UserError(f"{file_path(run_dir, cfg, 'state.json')}: step {state.get('step')} but config.json is step "
+                        f"{cfg['step']}; "
                         "the checkpoint is inconsistent, restore the run folder or start a new run")
     if optimizer is not None:
         ostate = state.get("optimizer")
@@ -265,7 +310,7 @@ def load_training_state(run_dir, optimizer=None) -> tuple[int, dict]:
                             "start a new run (out=NEW_DIR)")
         if ostate["type"] != type(optimizer).__name__:
             raise UserError(f"{run_dir}: optimizer state is {ostate['type']}, not {type(optimizer).__name__}")
-        path = run_dir / "optim.safetensors"
+        path = file_path(run_dir, cfg, "optim.safetensors")
         tensors, meta = _load_safetensors(path, _read_checked(run_dir, cfg, "optim.safetensors"))
         per_param: dict[int, dict] = {}
         for key, t in tensors.items():

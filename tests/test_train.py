@@ -116,11 +116,12 @@ def test_checkpoint_round_trip_gives_identical_predictions(reach_data, tmp_path)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    checkpoint.save(tmp_path, model, opt, 1, spec=spec, train_config={"plugins": []})
     checkpoint.save(tmp_path, model, opt, 2, {"note": "x"}, spec=spec, train_config={"plugins": []})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", "optim.safetensors",
-                                                          "state.json"]
-    assert not list(tmp_path.glob(".*"))  # no temp files left behind
     saved = json.loads((tmp_path / "config.json").read_text())
+    # one checkpoint: config.json and the files it names, none of step 1's, no temp files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json"] + [f["path"] for f in saved["files"].values()])
+    assert all(".00000002." in f["path"] for f in saved["files"].values())
     assert saved["task"] == "reach" and saved["spec"]["action_dim"] == 2 and saved["model"]["arch"] == "recurrent"
 
     loaded = checkpoint.load(tmp_path, task="reach", spec=spec)
@@ -159,16 +160,17 @@ def test_bad_checkpoints_are_one_line_errors(reach_data, tmp_path):
         checkpoint.load(tmp_path / "nope")
     cases["missing"] = str(err.value)
 
-    blob = (run / "model.safetensors").read_bytes()
-    (run / "model.safetensors").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(UserError, match="model.safetensors: truncated or corrupt") as err:
+    weights = checkpoint.file_path(run, checkpoint.read_config(run), "model.safetensors")
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(UserError, match=r"model\.\d+\.[0-9a-f]+\.safetensors: truncated or corrupt") as err:
         checkpoint.load(run)
     cases["truncated"] = str(err.value)
-    (run / "model.safetensors").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    weights.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(UserError, match="truncated or corrupt") as err:
         checkpoint.load(run)
     cases["bitflip"] = str(err.value)
-    (run / "model.safetensors").write_bytes(blob)
+    weights.write_bytes(blob)
     checkpoint.load(run)  # intact again
     (run / "config.json").write_text((run / "config.json").read_text()[:40])
     with pytest.raises(UserError, match="corrupt checkpoint config") as err:
@@ -205,7 +207,7 @@ def test_train_writes_metrics_videos_tensorboard_and_checkpoint(reach_data, tmp_
 def _weights(run):
     from safetensors.torch import load_file
 
-    return load_file(str(Path(run) / "model.safetensors"))
+    return load_file(str(checkpoint.file_path(run, checkpoint.read_config(run), "model.safetensors")))
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(reach_data, tmp_path):
