@@ -11,7 +11,11 @@ def check_actions(actions, space: gym.spaces.Box, num_envs: int | None = None) -
     A wrong shape or a NaN/inf is a ``ValueError`` that says what to pass;
     out-of-range values are clipped, as a robot's driver would.
     """
-    a = np.asarray(actions, dtype=np.float64)
+    try:
+        a = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"action of type {type(actions).__name__} is not numeric: pass "
+                         f"{space.shape[0]} numbers per action") from None
     want = space.shape if num_envs is None else (num_envs, *space.shape)
     if a.shape != want:
         what = "one value per actuator" if num_envs is None else f"one row of {space.shape[0]} values per env"

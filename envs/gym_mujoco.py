@@ -16,11 +16,26 @@ gives it the same surface as our own tasks (:class:`embodied.envs.mujoco_base.Mu
   ``info["is_success"]`` is whatever the env reports, else False;
 * truncation at the registered ``max_episode_steps``.
 
+Actions are normalised here, once, for every command: the action space is
+``Box(-1, 1)`` (float32); an action is validated and clipped by
+``check_actions``, then mapped linearly onto the wrapped env's own bounds by
+:meth:`GymMujocoPixels.action_to_ctrl` (``Pusher-v5``'s [-2, 2]: +1 drives
+an actuator at 2). So collected, planned and policy actions are in [-1, 1]
+for every task. Actuators without a finite range are refused.
+
+Terminating envs (``InvertedDoublePendulum-v5``...) report ``terminated`` as
+Gymnasium does; the physics runs on if the caller steps on. Random actions
+end their episodes within a few steps, too short to train on, so the task
+spec carries ``min_episode_steps`` (50, or the episode limit if shorter):
+``collect`` steps on past a termination until the episode holds that many
+steps, storing each step's flag as reported. The data stay honest (real
+physics after the failure, marked, with the env's own reward) and need no
+task-specific stabilising policy; planning and evaluation still end an
+episode at its termination.
+
 Differences from our tasks, on purpose:
 
-* the action space is the wrapped env's own (its actuator ctrlrange, not
-  always [-1, 1]); actions are validated and clipped by ``check_actions``;
-* ``reward_from_sensors`` raises NotImplementedError: Gymnasium rewards
+* ``reward_from_sensors`` raises a ``ValueError``: Gymnasium rewards
   depend on the action and on quantities that are not sensors, so the
   reward comes only from ``step`` (the batched MuJoCo oracle cannot score
   wrapped envs by sensors);
@@ -45,7 +60,8 @@ import mujoco
 import numpy as np
 
 from embodied.envs.actions import check_actions
-from embodied.envs.mujoco_base import CameraRendering, MujocoRenderer, ObjectSpec, get_sim_state, set_sim_state
+from embodied.envs.mujoco_base import (CameraRendering, MujocoRenderer, ObjectSpec, check_frame_size,
+                                       check_obs_options, get_sim_state, set_sim_state)
 
 _QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,
               int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
@@ -66,6 +82,44 @@ def actuated_joints(model: mujoco.MjModel) -> list[int]:
                 if model.wrap_type[w] == mujoco.mjtWrap.mjWRAP_JOINT:
                     joints.add(int(model.wrap_objid[w]))
     return sorted(joints)
+
+
+DEFAULT_MIN_EPISODE_STEPS = 50
+
+
+def _count(key: str, value, minimum: int) -> int:
+    """``value`` as an int; a one-line ``ValueError`` naming ``key`` unless it is a whole number >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{key}={value!r} must be a whole number >= {minimum}")
+    return int(value)
+
+
+def _ctrl_bounds(inner, env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float64 of the wrapped env's action box; a ``ValueError`` unless every range is finite."""
+    space = inner.action_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise ValueError(f"{env_id!r} has action space {space}, not a vector Box: GymMujocoPixels wraps envs "
+                         "driven by one value per actuator")
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    bad = ~(np.isfinite(low) & np.isfinite(high) & (high > low))
+    if bad.any():
+        i = int(np.argmax(bad))
+        name = inner.model.actuator(i).name if space.shape[0] == inner.model.nu else ""
+        raise ValueError(f"{env_id!r}: actuator {i}{f' ({name})' if name else ''} has no finite control range "
+                         f"([{low[i]:g}, {high[i]:g}]) to map actions in [-1, 1] onto: set ctrllimited and a "
+                         "ctrlrange in its model")
+    return low, high
+
+
+def _check_camera(model: mujoco.MjModel, camera, env_id: str) -> None:
+    """A ``ValueError`` unless ``camera`` is None, an MjvCamera, or a camera name or id of ``model``."""
+    names = [model.camera(i).name for i in range(model.ncam)]
+    if (camera is None or isinstance(camera, mujoco.MjvCamera) or (isinstance(camera, str) and camera in names)
+            or (isinstance(camera, (int, np.integer)) and not isinstance(camera, bool) and -1 <= camera < model.ncam)):
+        return
+    choices = f"one of {names} (ids 0 to {model.ncam - 1}), " if names else ""
+    raise ValueError(f"camera={camera!r} is not a camera of {env_id}: use {choices}a mujoco.MjvCamera, "
+                     "or None for the default view")
 
 
 def default_camera(model: mujoco.MjModel, cam_config: dict | None = None) -> mujoco.MjvCamera:
@@ -102,6 +156,8 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         render_mode: ``"rgb_array"`` or None.
         camera: optional camera name, id or ``mujoco.MjvCamera``; default: see :func:`default_camera`.
         max_episode_steps: override the spec's limit (None: the spec's, which may itself be None).
+        min_episode_steps: the fewest steps ``collect`` records per episode, stepping on past a
+            termination (None: 50, or the episode limit if shorter; 0: stop at the termination).
         **env_kwargs: passed to ``gymnasium.make`` (e.g. reward weights).
     """
 
@@ -127,29 +183,38 @@ class GymMujocoPixels(CameraRendering, gym.Env):
 
     def __init__(self, env_id: str, obs_type: str = "pixels", width: int = 64, height: int = 64,
                  render_mode: str | None = "rgb_array", camera=None, max_episode_steps: int | None = None,
-                 **env_kwargs):
-        if obs_type not in ("pixels", "state", "pixels_proprio"):
-            raise ValueError(f"obs_type={obs_type!r} is not one of 'pixels', 'state', 'pixels_proprio'")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported: use 'rgb_array'")
+                 min_episode_steps: int | None = None, **env_kwargs):
+        check_obs_options(obs_type, render_mode)
+        self.width, self.height = check_frame_size(width, height)
         if env_id not in gym.registry:
             raise ValueError(f"{env_id!r} is not a registered Gymnasium id (e.g. 'Reacher-v5')")
         spec = gym.spec(env_id)
+        if max_episode_steps is not None:
+            max_episode_steps = _count("max_episode_steps", max_episode_steps, 1)
+        self.max_episode_steps = spec.max_episode_steps if max_episode_steps is None else max_episode_steps
+        default_min = min(DEFAULT_MIN_EPISODE_STEPS, self.max_episode_steps or DEFAULT_MIN_EPISODE_STEPS)
+        self.min_episode_steps = (default_min if min_episode_steps is None
+                                  else _count("min_episode_steps", min_episode_steps, 0))
         inner = gym.make(env_id, **env_kwargs).unwrapped
-        if not (isinstance(getattr(inner, "model", None), mujoco.MjModel)
-                and isinstance(getattr(inner, "data", None), mujoco.MjData)):
+        try:
+            if not (isinstance(getattr(inner, "model", None), mujoco.MjModel)
+                    and isinstance(getattr(inner, "data", None), mujoco.MjData)):
+                raise ValueError(f"{env_id!r} is not a MuJoCo env (it has no mujoco model/data): "
+                                 "GymMujocoPixels wraps Gymnasium MuJoCo envs such as Reacher-v5")
+            self._ctrl_low, self._ctrl_high = _ctrl_bounds(inner, env_id)
+            _check_camera(inner.model, camera, env_id)
+        except ValueError:
             inner.close()
-            raise ValueError(f"{env_id!r} is not a MuJoCo env (it has no mujoco model/data): "
-                             "GymMujocoPixels wraps Gymnasium MuJoCo envs such as Reacher-v5")
+            raise
+        self._ctrl_mid = (self._ctrl_high + self._ctrl_low) / 2
+        self._ctrl_half = (self._ctrl_high - self._ctrl_low) / 2
         self._env = inner
         self.task_name = env_id
         self.spec_id = env_id
         self.obs_type, self.render_mode = obs_type, render_mode
-        self.width, self.height = int(width), int(height)
         self.model: mujoco.MjModel = inner.model
         self.data: mujoco.MjData = inner.data
         self.frame_skip = int(getattr(inner, "frame_skip", 1))
-        self.max_episode_steps = max_episode_steps if max_episode_steps is not None else spec.max_episode_steps
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": inner.metadata.get("render_fps", 20)}
         # multisampling costs a lot on a CPU and blurs colours; it only affects rendering
         self.model.vis.quality.offsamples = 0
@@ -178,7 +243,7 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         self.objects = tuple(ObjectSpec(self.model.body(b).name, self._body_rgb(b), bool(ancestors_actuated[b]))
                              for b in self._bodies)
 
-        self.action_space = inner.action_space
+        self.action_space = gym.spaces.Box(-1.0, 1.0, self._ctrl_low.shape, np.float32)
         pixels = gym.spaces.Box(0, 255, (self.height, self.width, 3), np.uint8)
         proprio = gym.spaces.Box(-np.inf, np.inf, (len(self._proprio_qpos) + len(self._proprio_qvel),), np.float32)
         self.proprio_space = proprio
@@ -200,9 +265,10 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         return np.concatenate([self.data.qpos[self._proprio_qpos], self.data.qvel[self._proprio_qvel]])
 
     def reward_from_sensors(self, sensordata):
-        raise NotImplementedError(
-            f"{self.task_name}: a wrapped Gymnasium env computes its reward in step() from the action and "
-            "non-sensor quantities; there is no vectorised reward from sensor data")
+        """Not available: a ``ValueError`` that says what to use instead."""
+        raise ValueError(f"{self.task_name}: a Gymnasium env computes its reward in step() from the action and "
+                         "non-sensor quantities, so nothing can score it from sensor data (the MuJoCo oracle "
+                         "cannot plan it): use a trained model (--model RUN_DIR)")
 
     def object_positions(self) -> dict[str, np.ndarray]:
         """World xyz of each named body (the world body excluded)."""
@@ -242,9 +308,14 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         self._steps = 0
         return self._obs(), self._info(info)
 
+    def action_to_ctrl(self, actions) -> np.ndarray:
+        """The wrapped env's actuator controls for actions (..., A): clipped to [-1, 1], mapped onto its bounds."""
+        a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+        return np.clip(self._ctrl_mid + self._ctrl_half * a, self._ctrl_low, self._ctrl_high)
+
     def step(self, action):
-        a = check_actions(action, self.action_space)
-        obs, reward, terminated, _, info = self._env.step(a)
+        ctrl = self.action_to_ctrl(check_actions(action, self.action_space))
+        obs, reward, terminated, _, info = self._env.step(ctrl)
         self._refresh()
         self._inner_obs(obs)
         self._steps += 1

@@ -10,7 +10,9 @@ Everything a validation probe or an oracle planner needs lives here:
 
 * fast offscreen rendering (no shadows, reflections or multisampling; flat
   colours so objects can be found in a frame by their colour),
-* ``get_state`` / ``set_state``: the exact MuJoCo state round trip,
+* ``get_state`` / ``set_state``: the exact MuJoCo state round trip; a
+  non-finite or out-of-range state is refused before the simulator is touched
+  (MuJoCo itself would silently reset it),
 * ``info["objects"]``: world positions of every scored object, read from
   ``framepos`` sensors named ``<object>_pos``,
 * ``reward_from_sensors``: the reward as a vectorised function of sensor data,
@@ -55,18 +57,69 @@ def get_sim_state(model: mujoco.MjModel, data: mujoco.MjData, steps: int = 0) ->
     return np.concatenate([state, data.qacc_warmstart, [steps]])
 
 
+def _state_entry(model: mujoco.MjModel, i: int) -> str:
+    """What entry ``i`` of a :func:`get_sim_state` vector holds, e.g. ``qpos[3]``."""
+    for k in range(int(mujoco.mjtState.mjNSTATE)):
+        part = mujoco.mjtState(1 << k)
+        if STATE_SPEC & part:
+            size = mujoco.mj_stateSize(model, part)
+            if i < size:
+                return f"{part.name.removeprefix('mjSTATE_').lower()}[{i}]"
+            i -= size
+    return f"qacc_warmstart[{i}]" if i < model.nv else "the step counter"
+
+
 def set_sim_state(model: mujoco.MjModel, data: mujoco.MjData, state, name: str = "") -> int:
-    """Inverse of :func:`get_sim_state`; returns the step counter."""
-    state = np.asarray(state, dtype=np.float64)
+    """Inverse of :func:`get_sim_state`; returns the step counter.
+
+    A vector of the wrong length, a NaN/inf or a value beyond MuJoCo's limit
+    (``mjMAXVAL``, past which MuJoCo silently resets the simulation), or a step
+    counter that is negative or fractional is a one-line ``ValueError``, raised
+    before ``data`` is touched.
+    """
+    try:
+        state = np.asarray(state, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("state is not a vector of numbers: pass a vector from get_state()") from None
     n = mujoco.mj_stateSize(model, STATE_SPEC)
     if state.shape != (n + model.nv + 1,):
         raise ValueError(f"state has shape {state.shape}, expected ({n + model.nv + 1},) for task {name or 'this model'}: "
                          "pass a vector from get_state() of the same task")
+    bad = ~(np.abs(state) <= mujoco.mjMAXVAL)  # also catches NaN
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"state[{i}] ({_state_entry(model, i)}) is {state[i]:g}: every entry must be finite and "
+                         f"within +-{mujoco.mjMAXVAL:g}; pass a vector from get_state()")
+    if state[-1] < 0 or state[-1] != np.floor(state[-1]):
+        raise ValueError(f"state[{n + model.nv}] (the step counter) is {state[-1]:g}: it must be a whole number >= 0; "
+                         "pass a vector from get_state()")
     mujoco.mj_setState(model, data, state[:n], STATE_SPEC)
     data.qacc_warmstart[:] = state[n:n + model.nv]
     mujoco.mj_forward(model, data)
     data.qacc_warmstart[:] = state[n:n + model.nv]
     return int(state[-1])
+
+
+MAX_FRAME_SIZE = 4096
+
+
+def check_frame_size(width, height) -> tuple[int, int]:
+    """(width, height) as ints; a ``ValueError`` unless each is a whole number of pixels in 1..4096."""
+    out = []
+    for key, value in (("width", width), ("height", height)):
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not (ok and float(value).is_integer() and 1 <= value <= MAX_FRAME_SIZE):
+            raise ValueError(f"{key}={value!r} must be a whole number of pixels from 1 to {MAX_FRAME_SIZE} (e.g. 64)")
+        out.append(int(value))
+    return out[0], out[1]
+
+
+def check_obs_options(obs_type: str, render_mode: str | None) -> None:
+    """A ``ValueError`` naming the option unless both are ones the envs support."""
+    if obs_type not in ("pixels", "state", "pixels_proprio"):
+        raise ValueError(f"obs_type={obs_type!r} is not one of 'pixels', 'state', 'pixels_proprio'")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode={render_mode!r} is not supported: use 'rgb_array'")
 
 
 class MujocoRenderer:
@@ -131,15 +184,14 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
     planner_defaults: dict = {}        # planner setting overrides measured for this task (make_planner)
     # validation probes that apply to this task, each with its settings (see embodied.validate)
     probes: dict = {"fidelity": {}, "controllability": {}, "planning_fidelity": {}}
+    # collection runs an episode on past a termination until it has this many steps (our tasks never terminate)
+    min_episode_steps: int = 0
 
     def __init__(self, obs_type: str = "pixels", render_mode: str | None = "rgb_array",
                  width: int = 64, height: int = 64):
-        if obs_type not in ("pixels", "state", "pixels_proprio"):
-            raise ValueError(f"obs_type={obs_type!r} is not one of 'pixels', 'state', 'pixels_proprio'")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported: use 'rgb_array'")
+        check_obs_options(obs_type, render_mode)
         self.obs_type, self.render_mode = obs_type, render_mode
-        self.width, self.height = int(width), int(height)
+        self.width, self.height = check_frame_size(width, height)
         self.model = (mujoco.MjModel.from_xml_string(self.xml) if self.xml
                       else mujoco.MjModel.from_xml_path(str(ASSETS / self.xml_file)))
         self.data = mujoco.MjData(self.model)
@@ -204,6 +256,10 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
             self.set_state(saved)
         return obs, sim
 
+    def action_to_ctrl(self, actions) -> np.ndarray:
+        """Actuator controls for actions (..., A) clipped to [-1, 1]: the same numbers (ctrlrange is [-1, 1])."""
+        return np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+
     def sensor(self, sensordata: np.ndarray, name: str) -> np.ndarray:
         """The named sensor's values from a (..., nsensordata) array."""
         return sensordata[..., self._sensor_slices[name]]
@@ -247,8 +303,7 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
         return self._obs(), self._info()
 
     def step(self, action):
-        a = check_actions(action, self.action_space)
-        self.data.ctrl[:] = a
+        self.data.ctrl[:] = self.action_to_ctrl(check_actions(action, self.action_space))
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         mujoco.mj_forward(self.model, self.data)  # sensors, objects and the frame describe the new state
         self._steps += 1

@@ -63,7 +63,9 @@ def make_task(name: str, obs_type: str = "pixels", width: int = 64, height: int 
     """A ground-truth env by our task name or any registered Gymnasium MuJoCo id.
 
     Returns the unwrapped env object, which has get_state/set_state,
-    reward_from_sensors and object positions in info["objects"].
+    reward_from_sensors and object positions in info["objects"]. ``kwargs`` go
+    to the constructor: for a Gymnasium id e.g. ``min_episode_steps``,
+    ``camera`` or the env's own keywords (see :class:`embodied.envs.gym_mujoco.GymMujocoPixels`).
     """
     key = canonical_task(name)
     cls = task_class(name)

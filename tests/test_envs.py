@@ -90,7 +90,7 @@ def test_wrapper_surface():
         assert obs["proprio"].shape == (4,)  # two hinge joints: qpos and qvel
         np.testing.assert_allclose(info["objects"]["fingertip"], env.data.body("fingertip").xpos)
         assert info["is_success"] is False
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(ValueError, match="trained model"):
             env.reward_from_sensors(env.data.sensordata)
         # the projection puts the base of the arm on the arm's pixels, not on the floor
         col, row = np.round(env.world_to_pixel(info["objects"]["body0"])).astype(int)
@@ -110,21 +110,136 @@ def test_wrapper_surface():
         GymMujocoPixels("CartPole-v1")
 
 
+def test_wrapper_normalises_actions_onto_the_inner_bounds():
+    env = make_task("Pusher-v5")
+    try:
+        assert env._env.action_space.high[0] == 2.0
+        assert env.action_space == gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+        env.reset(seed=0)
+        start = env.get_state()
+        for action, ctrl in ((1.0, 2.0), (-1.0, -2.0), (0.25, 0.5), (3.0, 2.0)):
+            env.set_state(start)
+            env.step(np.full(7, action))
+            np.testing.assert_array_equal(env.data.ctrl, np.full(7, ctrl))
+        # one mapping for the env and any batched user (the oracle): any leading shape
+        np.testing.assert_array_equal(env.action_to_ctrl(np.full((4, 3, 7), 0.5)), np.ones((4, 3, 7)))
+    finally:
+        env.close()
+    # an env already in [-1, 1] gets exactly the same numbers as before
+    reacher = make_task(WRAPPED_ID)
+    a = np.random.default_rng(0).uniform(-1, 1, (5, 2))
+    np.testing.assert_array_equal(reacher.action_to_ctrl(a), a)
+    reacher.close()
+
+
 def test_wrapper_terminates_and_clips_to_its_own_range():
     env = GymMujocoPixels("InvertedPendulum-v5", obs_type="state")
     try:
-        assert env.action_space.high[0] == 3.0 and env.max_episode_steps == 1000
+        assert env.action_space.high[0] == 1.0 and env.max_episode_steps == 1000
         env.reset(seed=0)
         start = env.get_state()
         a = env.step(np.array([10.0]))[0]
+        assert env.data.ctrl[0] == 3.0  # the inner env's own bound
         env.set_state(start)
-        np.testing.assert_array_equal(env.step(np.array([3.0]))[0], a)
+        np.testing.assert_array_equal(env.step(np.array([1.0]))[0], a)
         terminated = False
         for _ in range(200):
-            _, _, terminated, truncated, _ = env.step(np.array([3.0]))
+            _, _, terminated, truncated, _ = env.step(np.array([1.0]))
             if terminated:
                 break
         assert terminated and not truncated, "pushing the cart hard one way must drop the pole"
+    finally:
+        env.close()
+
+
+def _unlimited_reacher():
+    from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
+
+    env = ReacherEnv()
+    env.model.actuator_ctrllimited[1] = 0  # MuJoCo's "no range": Gymnasium makes the box [0, 0]
+    env.model.actuator_ctrlrange[1] = 0
+    env._set_action_space()
+    return env
+
+
+def _infinite_reacher():
+    from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
+
+    env = ReacherEnv()
+    env.action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    return env
+
+
+@pytest.mark.filterwarnings("ignore:.*maximum and minimum values are equal:UserWarning")
+@pytest.mark.parametrize("entry_point, bounds", [(_unlimited_reacher, r"\[0, 0\]"),
+                                                 (_infinite_reacher, r"\[-inf, inf\]")])
+def test_wrapper_refuses_unbounded_actuators(entry_point, bounds):
+    env_id = f"test/{entry_point.__name__.strip('_')}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=entry_point, max_episode_steps=50)
+    with pytest.raises(ValueError, match=rf"actuator \d has no finite control range \({bounds}\).*ctrlrange"):
+        GymMujocoPixels(env_id)
+
+
+def test_pusher_collect_then_plan():
+    """Collected actions and planned actions both live in [-1, 1] and mean the same controls."""
+    from embodied.collect import record_episode
+    from embodied.load import load_model
+    from embodied.planners import make_planner
+    from embodied.planners.mpc import run_mpc
+
+    env = make_task("Pusher-v5", obs_type="pixels_proprio", width=16, height=16)
+    try:
+        arrays, meta = record_episode(env, seed=0, policy="mixed")
+        actions, states = arrays["action"], arrays["sim_state"]
+        assert meta["length"] == 100 and np.abs(actions).max() <= 1.0 and np.abs(actions).max() > 0.9
+        # replaying the stored actions from the stored start reproduces the stored states exactly
+        env.set_state(states[0])
+        for t in (0, 1, 2):
+            env.step(actions[t])
+            np.testing.assert_array_equal(env.get_state(), states[t + 1])
+        model = load_model("copy_last", "Pusher-v5", image_size=16)
+        planner = make_planner("random", "Pusher-v5", horizon=2, samples=4, elites=2, seed=0)
+        metrics = run_mpc(env, model, planner, episodes=1, max_steps=3, videos=0)
+        assert metrics["episodes"] == 1 and np.isfinite(metrics["return_mean"])
+    finally:
+        env.close()
+
+
+def test_terminating_env_steps_on_honestly():
+    """A terminated episode is reported as terminated, the physics runs on, and collect knows how long to go."""
+    env = make_task("InvertedDoublePendulum-v5", obs_type="pixels_proprio", width=16, height=16)
+    try:
+        assert env.min_episode_steps == 50 and env.max_episode_steps == 1000
+        assert make_task(WRAPPED_ID, min_episode_steps=0).min_episode_steps == 0
+        env.reset(seed=0)
+        flags, rewards, qpos = [], [], []
+        for _ in range(env.min_episode_steps):
+            _, reward, terminated, truncated, _ = env.step(np.ones(1))
+            flags.append(terminated)
+            rewards.append(reward)
+            qpos.append(env.data.qpos.copy())
+            assert not truncated
+        first = flags.index(True)
+        assert 0 < first < 20, "pushing one way drops the poles within a few steps"
+        assert env.get_state()[-1] == env.min_episode_steps
+        assert np.ptp(np.array(qpos[first:]), axis=0).max() > 0.1, "the physics runs on after the termination"
+        # the env's own reward: an alive bonus (10) before the fall, none at a terminated step
+        assert min(rewards[:first]) > 5 and all(r <= 0 for r, t in zip(rewards, flags) if t)
+    finally:
+        env.close()
+
+
+def test_collect_keeps_short_episodes_alive():
+    """collect records at least min_episode_steps steps of a terminating env (needs embodied.collect's loop)."""
+    from embodied.collect import record_episode
+
+    env = make_task("InvertedDoublePendulum-v5", obs_type="pixels_proprio", width=16, height=16)
+    try:
+        arrays, meta = record_episode(env, seed=0, policy="mixed")
+        terminated = arrays["terminated"].astype(bool)
+        assert meta["length"] >= env.min_episode_steps and terminated[-1]
+        assert terminated[:10].any(), "random actions drop the poles within a few steps"
     finally:
         env.close()
 
@@ -185,6 +300,76 @@ def test_set_state_rejects_wrong_vector(pixel_envs):
         env.set_state(np.zeros(3))
     with pytest.raises(ValueError, match="get_state"):
         env.set_state(pixel_envs["reach"].get_state())
+
+
+@pytest.mark.parametrize("task", ["reach", WRAPPED_ID])
+def test_set_state_refuses_bad_states_before_touching_the_simulator(pixel_envs, task):
+    env = pixel_envs[task]
+    env.reset(seed=3)
+    env.step(random_actions(env, 1, seed=0)[0])
+    good, frame = env.get_state(), env.render_frame()
+    last = len(good) - 1
+    cases = [(1, np.nan, r"state\[1\] \(qpos\[0\]\) is nan: every entry must be finite"),
+             (0, np.inf, r"state\[0\] \(time\[0\]\) is inf"),
+             (last - 1, -np.inf, r"qacc_warmstart\[\d+\]\) is -inf"),
+             (2, 1e11, r"is 1e\+11: every entry must be finite and within \+-1e\+10"),
+             (last, -1.0, r"\(the step counter\) is -1: it must be a whole number >= 0"),
+             (last, 2.5, r"\(the step counter\) is 2.5: it must be a whole number >= 0")]
+    for i, value, message in cases:
+        bad = good.copy()
+        bad[i] = value
+        with pytest.raises(ValueError, match=message + r".*get_state\(\)$"):
+            env.set_state(bad)
+        np.testing.assert_array_equal(env.get_state(), good)
+        np.testing.assert_array_equal(env.render_frame(), frame)
+    with pytest.raises(ValueError, match="not a vector of numbers"):
+        env.set_state(["x"] * len(good))
+    np.testing.assert_array_equal(env.get_state(), good)
+    # the state is still live: the next step is the same as from the untouched state
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape))
+    env.set_state(good)
+    _, _, _, _, again = env.step(np.zeros(env.action_space.shape))
+    assert info["is_success"] == again["is_success"]
+    for name in info["objects"]:
+        np.testing.assert_array_equal(info["objects"][name], again["objects"][name])
+
+
+@pytest.mark.filterwarnings("ignore:.*not in the possible render_modes:UserWarning")
+@pytest.mark.parametrize("make_env", [lambda **kw: gym.make("embodied/Push-v0", **kw),
+                                      lambda **kw: make_task("reach", **kw),
+                                      lambda **kw: make_task(WRAPPED_ID, **kw)], ids=["gym.make", "ours", "wrapped"])
+def test_constructor_options_are_checked(make_env):
+    bad = [(dict(width=0), r"^width=0 must be a whole number of pixels from 1 to 4096 \(e.g. 64\)$"),
+           (dict(height=-8), r"^height=-8 must be a whole number of pixels"),
+           (dict(width=64.5), r"^width=64.5 must be a whole number"),
+           (dict(width="64"), r"^width='64' must be a whole number"),
+           (dict(height=True), r"^height=True must be a whole number"),
+           (dict(width=10 ** 6), r"^width=1000000 must be a whole number of pixels from 1 to 4096"),
+           (dict(obs_type="rgb"), r"^obs_type='rgb' is not one of 'pixels', 'state', 'pixels_proprio'$"),
+           (dict(render_mode="depth"), r"^render_mode='depth' is not supported: use 'rgb_array'$")]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            make_env(**kwargs)
+    env = make_env(width=48.0, height=16)  # a whole number as a float is fine
+    assert env.unwrapped.width == 48 and env.reset(seed=0)[0].shape == (16, 48, 3)
+    env.close()
+
+
+def test_wrapper_options_are_checked():
+    for kwargs, message in [
+            (dict(max_episode_steps=0), r"^max_episode_steps=0 must be a whole number >= 1$"),
+            (dict(min_episode_steps=-1), r"^min_episode_steps=-1 must be a whole number >= 0$"),
+            (dict(min_episode_steps=2.5), r"^min_episode_steps=2.5 must be a whole number >= 0$"),
+            (dict(camera="nope"), r"^camera='nope' is not a camera of Reacher-v5: use a mujoco.MjvCamera, or None"),
+            (dict(camera=3), r"^camera=3 is not a camera of Reacher-v5")]:
+        with pytest.raises(ValueError, match=message):
+            GymMujocoPixels(WRAPPED_ID, **kwargs)
+    with pytest.raises(ValueError, match=r"^camera='nope' is not a camera of Swimmer-v5: use one of "
+                                         r"\['track'\] \(ids 0 to 0\), a mujoco.MjvCamera"):
+        GymMujocoPixels("Swimmer-v5", camera="nope")
+    env = GymMujocoPixels("Swimmer-v5", camera="track", width=16, height=16)
+    assert env.reset(seed=0)[0].std() > 0
+    env.close()
 
 
 @pytest.mark.parametrize("task", [*TASK_IDS, WRAPPED_ID])
@@ -285,6 +470,8 @@ def test_action_validation(pixel_envs, task):
         env.step(np.zeros(n + 1))
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros((1, n)))
+    with pytest.raises(ValueError, match=rf"^action of type list is not numeric: pass {n} numbers per action$"):
+        env.step(["left"] * n)
     start = env.get_state()
     big = np.where(np.arange(n) % 2 == 0, 5.0, -7.0) * np.abs(env.action_space.high)
     out_big = env.step(big)

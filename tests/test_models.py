@@ -317,3 +317,20 @@ def test_the_interface_is_abstract_and_abilities_are_declared(spec):
     assert oracle.abilities.simulator_state and oracle.abilities.success
     with pytest.raises(ValueError, match="pass sim_state"):
         oracle.encode(torch.zeros(1, 1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 0, 2))
+
+
+def test_oracle_matches_a_wrapped_env_whose_actuators_are_not_unit_range():
+    """Pusher-v5's actuators take [-2, 2]: the oracle maps actions as the env does, so their states agree exactly."""
+    from embodied.envs.registry import make_task
+    from embodied.models.oracle import MujocoOracle
+
+    env = make_task("Pusher-v5")
+    env.reset(seed=0)
+    oracle = MujocoOracle("Pusher-v5")
+    state = oracle.encode(None, None, sim_state=torch.as_tensor(env.get_state())[None])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a = rng.uniform(-1, 1, 7).astype(np.float32)
+        env.step(a)
+        state = oracle.step(state, torch.as_tensor(a)[None])
+    np.testing.assert_array_equal(state["sim"].numpy()[0], env.get_state())

@@ -63,7 +63,7 @@ class MujocoOracle(WorldModel):
         out = np.empty_like(sim)
         for i in range(sim.shape[0]):
             steps = set_sim_state(self.model, self._scratch, sim[i])
-            self._scratch.ctrl[:] = check_actions(action[i], self._sim_task.action_space)
+            self._scratch.ctrl[:] = self._sim_task.action_to_ctrl(check_actions(action[i], self._sim_task.action_space))
             mujoco.mj_step(self.model, self._scratch, nstep=self.frame_skip)
             mujoco.mj_forward(self.model, self._scratch)
             out[i] = get_sim_state(self.model, self._scratch, steps + 1)
@@ -94,7 +94,7 @@ class MujocoOracle(WorldModel):
         """All sequences in one ``mujoco.rollout`` call; rewards read from sensors after each env step."""
         n, horizon, _ = actions.shape
         sim = repeat_state(state, n)["sim"].numpy()
-        acts = np.clip(actions.detach().cpu().numpy().astype(np.float64), -1.0, 1.0)
+        acts = self._sim_task.action_to_ctrl(actions.detach().cpu().numpy().astype(np.float64))
         # one extra physics step: mj_step computes sensors before integrating, so the sensors
         # recorded at step k * frame_skip describe the state reached after env step k
         control = np.concatenate([np.repeat(acts, self.frame_skip, axis=1), acts[:, -1:]], axis=1)
