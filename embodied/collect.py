@@ -6,25 +6,36 @@ with temporally correlated noise, so datasets hold successes and failures,
 contacts and misses.
 
 Each worker owns one env and writes whole episodes atomically; the parent
-shows progress and rebuilds ``manifest.json`` from the episode headers. A
-re-run into an existing dataset continues with new seeds, so a killed run
-loses at most the episodes in flight and never duplicates one.
+shows progress and rebuilds ``manifest.json`` from the episode headers, also
+when stopped. A re-run into an existing dataset continues with new seeds, so a
+killed run loses at most the episodes in flight and never duplicates one (a
+load rebuilds the manifest it left behind). Workers die with the parent, even
+a SIGKILLed one; Ctrl-C and SIGTERM stop them at once.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import itertools
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
 import time
-from typing import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from embodied.io import atomic_write_json
-from embodied.data import (build_manifest, check_dataset_task, episode_files, episode_path,
-                           read_episode_meta, write_episode)
+from embodied.data import build_manifest, check_dataset_task, episode_path, write_episode
 from embodied.envs.registry import canonical_task, make_task, task_class
+from embodied.errors import UserError
+from embodied.io import atomic_write_json, os_error_message
 
 _WORKER: dict = {}
 COLLECT_POLICIES = ("random", "scripted", "mixed")
@@ -36,8 +47,10 @@ def make_policy(name: str, env, rng: np.random.Generator) -> tuple[Callable[[], 
     ``random``: uniform actions. ``scripted``: the task's expert with correlated
     noise of a random scale. ``mixed``: 15% uniform random, 15% smooth random
     (slowly varying, often saturated actions: the kind of sequence a sampling
-    planner such as iCEM proposes, which uniform noise averages away), the rest
-    scripted. Tasks without an expert (any Gymnasium env) fall back to random.
+    planner such as iCEM proposes, which uniform noise averages away), 30% the
+    task's explorer where it has one (``env.explorer``: contact-rich pushes,
+    grazes and misses on Push), the rest scripted. Tasks without an expert (any
+    Gymnasium env) fall back to random.
     """
     if name not in COLLECT_POLICIES:
         raise ValueError(f"unknown policy {name!r}: use one of {', '.join(COLLECT_POLICIES)}")
@@ -45,7 +58,12 @@ def make_policy(name: str, env, rng: np.random.Generator) -> tuple[Callable[[], 
     shape = env.action_space.shape
     if name == "mixed":
         u = rng.random()
-        name = "random" if u < 0.15 else "smooth" if u < 0.3 else "scripted"
+        name = "random" if u < 0.15 else "smooth" if u < 0.3 else "explore" if u < 0.6 else "scripted"
+        if name == "explore":
+            explorer = env.explorer(rng)
+            if explorer is not None:
+                return explorer
+            name = "scripted"
     if name == "random" or not has_expert:
         return (lambda: rng.uniform(-1.0, 1.0, size=shape)), "random"
     if name == "smooth":
@@ -66,11 +84,33 @@ def make_policy(name: str, env, rng: np.random.Generator) -> tuple[Callable[[], 
     return act, f"scripted(noise={scale:.2f})"
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the collecting process dies, even by SIGKILL (no orphan keeps its memory).
 
-def _init_worker(task: str, cls: type, size: int) -> None:
+    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG;
+    strictly, on the exit of the thread that started the worker: ``_run_jobs``
+    submits from the thread that then waits for the pool, so it outlives its
+    workers); elsewhere a daemon thread polls the parent pid.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _init_worker(task: str, cls: type, size: int, parent: int) -> None:
     """A worker's env; ``cls`` (pickled by reference) registers a task defined outside the registry module."""
-    import os
-
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
@@ -122,7 +162,11 @@ class EpisodeBuffer:
 
 
 def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Run one episode of ``policy`` from ``env.reset(seed=seed)``; returns arrays and metadata."""
+    """Run one episode of ``policy`` from ``env.reset(seed=seed)``; returns arrays and metadata.
+
+    A terminating env runs on past its termination until the episode holds
+    ``env.min_episode_steps`` steps; each step's ``terminated`` flag is stored as reported.
+    """
     obs, info = env.reset(seed=seed)
     act, label = make_policy(policy, env, np.random.default_rng(seed + 7919))
     buffer = EpisodeBuffer(env, obs, info)
@@ -130,7 +174,7 @@ def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], 
         action = np.asarray(act(), dtype=np.float32)
         obs, reward, term, trunc, info = env.step(action)
         buffer.add(action, obs, reward, term, info)
-        if term or trunc:
+        if trunc or (term and len(buffer.actions) >= env.min_episode_steps):
             break
     return buffer.episode(seed, label)
 
@@ -138,7 +182,10 @@ def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], 
 def _collect_one(out: str, seed: int, policy: str) -> int:
     env = _WORKER["env"]
     arrays, meta = record_episode(env, seed, policy)
-    write_episode(episode_path(out, seed), arrays, meta)
+    try:
+        write_episode(episode_path(out, seed), arrays, meta)
+    except OSError as err:  # a full disk, say: one line in the parent, not a worker's traceback
+        raise UserError(os_error_message(err)) from None
     return int(meta["length"])
 
 
@@ -153,28 +200,84 @@ def dataset_spec(task: str, size: int) -> dict:
     return spec
 
 
+@contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt (main thread only), so it stops collect as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_jobs(out: Path, seeds: list[int], policy: str, workers: int, init: tuple, progress: bool, desc: str) -> int:
+    """Record the episodes of ``seeds`` in ``workers`` processes; returns the frames recorded.
+
+    At most two jobs per worker are queued at a time. On any error or
+    interrupt the queued jobs are dropped and the workers stopped at once
+    (their episodes in flight are lost, never half written).
+    """
+    before = set(mp.active_children())
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=init)
+    frames, todo, running = 0, iter(seeds), set()
+    bar = tqdm(total=len(seeds), desc=desc, unit="ep", disable=not progress)
+    try:
+        with _sigterm_as_interrupt():
+            while True:
+                running |= {pool.submit(_collect_one, str(out), s, policy)
+                            for s in itertools.islice(todo, 2 * workers - len(running))}
+                if not running:
+                    break
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for job in done:
+                    frames += job.result() + 1
+                    bar.update(1)
+    except BrokenProcessPool:
+        fewer = f" or use fewer than --workers {workers}" if workers > 1 else ""
+        raise UserError(f"a collect worker stopped abruptly (out of memory, or its env failed to start: see above); "
+                        f"fix that{fewer} and re-run (finished episodes are kept)") from None
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in set(mp.active_children()) - before:
+            proc.kill()
+        raise
+    finally:
+        bar.close()
+        pool.shutdown(wait=True)
+    return frames
+
+
 def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers: int = 2, size: int = 64,
             seed: int = 0, progress: bool = True) -> dict:
-    """Add ``episodes`` new episodes to the dataset at ``out``; returns the manifest and throughput."""
+    """Add ``episodes`` new episodes to the dataset at ``out``; returns the manifest and throughput.
+
+    The manifest is rewritten from the episode headers at the end, also after an
+    error or an interrupt, so it lists exactly the finished episodes.
+    """
     out = Path(out)
     spec = dataset_spec(task, size)
-    check_dataset_task(out, spec["task"])
-    existing = episode_files(out)
+    check_dataset_task(out, spec["task"], size=size)
+    taken = {r["seed"] for r in build_manifest(out, spec)["episodes"]}  # checks every existing episode first
     for tmp in (out / "episodes").glob(".*.tmp"):
         tmp.unlink()  # leftovers of a killed run
-    taken = {int(read_episode_meta(p)["seed"]) for p in existing}
     first = max(taken, default=seed - 1) + 1
     seeds = [first + i for i in range(episodes)]
-    start, frames = time.perf_counter(), 0
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max(1, workers), mp_context=ctx, initializer=_init_worker,
-                             initargs=(task, task_class(task), size)) as pool:
-        jobs = [pool.submit(_collect_one, str(out), s, policy) for s in seeds]
-        bar = tqdm(total=len(jobs), desc=f"collect {spec['task']}", unit="ep", disable=not progress)
-        for job in as_completed(jobs):
-            frames += job.result() + 1
-            bar.update(1)
-        bar.close()
+    start = time.perf_counter()
+    try:
+        frames = _run_jobs(out, seeds, policy, workers, (task, task_class(task), size, os.getpid()), progress,
+                           f"collect {spec['task']}")
+    except BaseException:
+        if (out / "episodes").is_dir():  # best effort: a later load rebuilds it anyway (data.reconcile_manifest)
+            with contextlib.suppress(OSError, UserError):
+                atomic_write_json(out / "manifest.json", build_manifest(out, spec))
+        raise
     wall = time.perf_counter() - start
     manifest = build_manifest(out, spec)
     atomic_write_json(out / "manifest.json", manifest)

@@ -19,10 +19,15 @@ The header metadata holds task, seed, policy, length and a CRC32 of the data,
 so a truncated or corrupted file is caught on load. safetensors was chosen
 over HDF5/Minari/npz: no pickle, memory-mappable, readable from numpy, torch
 and Rust, and dependency-light (Minari's writer pulls jax).
+
+Loading checks the manifest and every episode with :mod:`embodied.dataset_checks`
+and rebuilds a manifest that disagrees with the folder from the episode headers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +37,13 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save
 
+from embodied.dataset_checks import (FORMAT, bad_episode, check_episode_header, check_episode_values,
+                                     manifest_problem)
 from embodied.errors import UserError
-from embodied.io import atomic_write_bytes
+from embodied.io import atomic_write_bytes, atomic_write_json
 
-FORMAT = "embodied-episodes/1"
-EPISODE_GLOB = "ep_*.safetensors"
+EPISODE_GLOB, EPISODE_NAME = "ep_*.safetensors", "ep_{:06d}.safetensors"
+DERIVED_KEYS = ("format", "episodes_total", "steps_total", "success_rate", "policies", "episodes")  # the rest is the spec
 
 
 def _crc(arrays: dict[str, np.ndarray]) -> str:
@@ -53,13 +60,16 @@ def write_episode(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None
     atomic_write_bytes(path, save(arrays, metadata=header))
 
 
-def read_episode_meta(path: Path) -> dict:
-    """Header metadata of an episode file, without reading its arrays."""
+def read_episode_header(path: Path) -> tuple[dict, dict[str, tuple[tuple[int, ...], str]]]:
+    """Header metadata and ``{key: (shape, dtype)}`` of an episode file, without reading its arrays."""
     try:
         with safe_open(str(path), framework="numpy") as f:
-            return dict(f.metadata() or {})
-    except Exception as err:  # safetensors raises several types for bad headers
-        raise UserError(f"{path}: not a readable episode file ({err}); delete it and re-run `embodied collect`") from None
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            shapes = {k: (tuple(v.get_shape()), v.get_dtype()) for k, v in slices.items()}
+            return dict(f.metadata() or {}), shapes
+    except Exception as err:  # noqa: BLE001  (safetensors raises several types for bad headers)
+        raise UserError(f"{path}: truncated or corrupt episode file ({err}); "
+                        "delete it and re-run `embodied collect`") from None
 
 
 def read_episode(path: Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
@@ -75,6 +85,18 @@ def read_episode(path: Path, verify: bool = True) -> tuple[dict[str, np.ndarray]
     return arrays, meta
 
 
+def _row(path: Path, meta: dict) -> dict:
+    """The manifest row of one episode file, from its header."""
+    try:
+        seed, length = int(meta["seed"]), int(meta["length"])
+    except (KeyError, ValueError):
+        raise bad_episode(path, "header has no integer 'seed' and 'length'") from None
+    if path.name != EPISODE_NAME.format(seed):
+        raise bad_episode(path, f"header seed {seed} does not match the file name")
+    return {"file": f"episodes/{path.name}", "seed": seed, "policy": meta.get("policy", ""), "length": length,
+            "success": meta.get("success") == "True"}
+
+
 def episode_files(root: Path) -> list[Path]:
     """Episode files of a dataset, sorted by seed."""
     return sorted((Path(root) / "episodes").glob(EPISODE_GLOB))
@@ -82,15 +104,22 @@ def episode_files(root: Path) -> list[Path]:
 
 def episode_path(root: Path, seed: int) -> Path:
     """Where the episode of reset seed ``seed`` lives in the dataset at ``root``."""
-    return Path(root) / "episodes" / f"ep_{seed:06d}.safetensors"
+    return Path(root) / "episodes" / EPISODE_NAME.format(seed)
 
 
-def check_dataset_task(root: Path, task: str, flag: str = "--out") -> None:
-    """Refuse to add ``task`` episodes to a dataset of another task (one-line error naming ``flag``)."""
+def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | None = None) -> None:
+    """Refuse to add ``task`` episodes (of ``size`` pixels, if given) to a dataset of another task or frame size."""
     existing = episode_files(root)
-    other = read_episode_meta(existing[0]).get("task") if existing else task
-    if other != task:
-        raise UserError(f"{root}: holds a dataset of task {other!r}, not {task!r}; choose another {flag} folder")
+    if not existing:
+        return
+    meta, shapes = read_episode_header(existing[0])
+    if meta.get("task") != task:
+        raise UserError(f"{root}: holds a dataset of task {meta.get('task')!r}, not {task!r}; "
+                        f"choose another {flag} folder")
+    frame = shapes["observation.image"][0][1:3] if "observation.image" in shapes else None
+    if size is not None and frame and frame != (size, size):
+        raise UserError(f"{root}: holds {'x'.join(map(str, frame))} frames, not {size}x{size}; "
+                        f"pass --size {frame[0]} or choose another {flag} folder")
 
 
 def is_heldout(seed: int, fraction: float = 0.1) -> bool:
@@ -98,13 +127,17 @@ def is_heldout(seed: int, fraction: float = 0.1) -> bool:
     return (seed * 2654435761 % 2**32) / 2**32 < fraction
 
 
-def build_manifest(root: Path, spec: dict) -> dict:
-    """The manifest of a dataset folder, rebuilt from its episode headers."""
+def episode_rows(root: Path, spec: dict) -> list[dict]:
+    """Manifest rows of every episode file in ``root``, each header checked against ``spec``."""
     rows = []
     for path in episode_files(root):
-        meta = read_episode_meta(path)
-        rows.append({"file": f"episodes/{path.name}", "seed": int(meta["seed"]), "policy": meta.get("policy", ""),
-                     "length": int(meta["length"]), "success": meta.get("success") == "True"})
+        meta, shapes = read_episode_header(path)
+        check_episode_header(path, meta, shapes, spec)
+        rows.append(_row(path, meta))
+    return rows
+
+
+def _manifest(spec: dict, rows: list[dict]) -> dict:
     policies: dict[str, int] = {}
     for r in rows:
         kind = r["policy"].split("(")[0]
@@ -112,6 +145,23 @@ def build_manifest(root: Path, spec: dict) -> dict:
     return {**spec, "format": FORMAT, "episodes_total": len(rows), "steps_total": sum(r["length"] for r in rows),
             "success_rate": float(np.mean([r["success"] for r in rows])) if rows else 0.0,
             "policies": policies, "episodes": rows}
+
+
+def build_manifest(root: Path, spec: dict) -> dict:
+    """The manifest of a dataset folder, rebuilt from its episode headers (each checked against ``spec``)."""
+    return _manifest(spec, episode_rows(root, spec))
+
+
+def _rebuild_hint(root: Path) -> str:
+    """How to rebuild a broken manifest: a collect of one more episode rewrites it from the episode headers."""
+    task, size = "TASK", ""
+    files = episode_files(root)
+    with contextlib.suppress(UserError, KeyError, IndexError):
+        meta, shapes = read_episode_header(files[0])
+        task = meta.get("task", task)
+        size = f" --size {shapes['observation.image'][0][1]}"
+    return (f"re-run `embodied collect --task {task}{size} --episodes 1 --out {root}` "
+            "to rebuild it from the episode files")
 
 
 def read_manifest(root: Path) -> dict:
@@ -125,11 +175,41 @@ def read_manifest(root: Path) -> dict:
                         f"run `embodied collect --out {root}`")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: corrupt manifest ({err}); re-run `embodied collect --out {root}` to rebuild it") from None
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+        problem = manifest_problem(manifest)
+    except (ValueError, OSError) as err:  # not JSON, not UTF-8, not a readable file
+        problem = f"corrupt manifest ({err})"
+    if problem:
+        raise UserError(f"{path}: {problem}; {_rebuild_hint(root)}")
     return manifest
+
+
+def reconcile_manifest(root: Path, manifest: dict) -> dict:
+    """The manifest of ``root`` checked against its episode files; rebuilt and saved if they disagree.
+
+    A collect killed before it rewrote the manifest leaves episodes it does not
+    list (and a removed broken episode leaves a row without a file). Refusing
+    would leave no way to fix it short of collecting more, and silently using
+    the listed subset trains on other data than the folder holds; the manifest
+    is derived data (every field comes from the episode headers and the spec),
+    so it is rebuilt, saved atomically, and said so in one line. Every header is
+    checked first, so a refused dataset is left untouched.
+    """
+    root = Path(root)
+    spec = {k: v for k, v in manifest.items() if k not in DERIVED_KEYS}
+    rows = episode_rows(root, spec)
+    if rows == manifest["episodes"]:
+        return manifest
+    rebuilt = _manifest(spec, rows)
+    listed, held = {r["file"] for r in manifest["episodes"]}, {r["file"] for r in rows}
+    note = (f"listed {len(listed)} episodes, the folder holds {len(held)} ({len(held - listed)} not listed, "
+            f"{len(listed - held)} missing)" if listed != held else "rows disagree with the episode headers")
+    try:
+        atomic_write_json(root / "manifest.json", rebuilt)
+        done = "rebuilt it from the episode files"
+    except OSError as err:
+        done = f"using the episode files (could not save the manifest: {err.strerror or err})"
+    print(f"embodied: {root / 'manifest.json'} {note}; {done}", file=sys.stderr)
+    return rebuilt
 
 
 @dataclass
@@ -161,11 +241,17 @@ class Dataset:
 
     def __init__(self, root: Path, task: str | None = None, heldout_fraction: float = 0.1,
                  max_episodes: int | None = None):
+        if max_episodes is not None and max_episodes < 0:
+            raise ValueError(f"max_episodes={max_episodes} is negative; pass at least 1 (or 0 for all episodes)")
+        if not 0 <= heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction={heldout_fraction} is not in [0, 1); "
+                             "e.g. 0.1 holds out 10% of episodes")
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if task is not None and self.manifest["task"] != task:
             raise UserError(f"{self.root}: dataset is for task {self.manifest['task']!r}, not {task!r}; "
                             f"collect one with `embodied collect --task {task}`")
+        self.manifest = reconcile_manifest(self.root, self.manifest)
         rows = self.manifest["episodes"]
         if not rows:
             raise UserError(f"{self.root}: dataset has no episodes; run `embodied collect --out {self.root}`")
@@ -179,11 +265,9 @@ class Dataset:
             self.train = self.train[:-1] or self.heldout
 
     def _load(self, path: Path) -> Episode:
-        if not path.exists():
-            raise UserError(f"{path}: listed in manifest.json but missing; re-run `embodied collect --out {self.root}`")
+        """One episode whose header :func:`reconcile_manifest` checked; its checksum and values are checked here."""
         a, meta = read_episode(path)
-        if meta.get("task") != self.manifest["task"]:
-            raise UserError(f"{path}: episode is for task {meta.get('task')!r}, dataset is {self.manifest['task']!r}")
+        check_episode_values(path, a)
         return Episode(seed=int(meta["seed"]), frames=torch.from_numpy(a["observation.image"]),
                        proprio=torch.from_numpy(a["observation.state"]), actions=torch.from_numpy(a["action"]),
                        rewards=torch.from_numpy(a["reward"]), sim_states=a["sim_state"],
@@ -211,6 +295,8 @@ class WindowSampler:
     """
 
     def __init__(self, episodes: list[Episode], length: int, rank: int = 0, world_size: int = 1):
+        if length < 2:
+            raise ValueError(f"window length {length} is below 2 frames (one step); set train.seq_len to at least 2")
         shard = episodes[rank::world_size] or episodes
         self.episodes = [e for e in shard if len(e) >= length - 1]
         if not self.episodes:

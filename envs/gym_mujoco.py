@@ -173,6 +173,10 @@ class GymMujocoPixels(CameraRendering, gym.Env):
         """No scripted expert: collection falls back to random actions."""
         return None
 
+    def explorer(self, rng) -> None:
+        """No task-specific collecting policy."""
+        return None
+
     def goal_qpos(self) -> None:
         """No goal image."""
         return None

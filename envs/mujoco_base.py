@@ -231,6 +231,13 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
         """
         return None
 
+    def explorer(self, rng: np.random.Generator):
+        """A task-specific collecting policy for one episode that covers what models must learn, or None.
+
+        Returns ``(act, label)`` with ``act() -> action``; it may read the true state (data collection only).
+        """
+        return None
+
     def goal_qpos(self) -> np.ndarray | None:
         """qpos of the current episode's scene with the task solved (for goal images), or None."""
         return None

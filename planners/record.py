@@ -19,7 +19,7 @@ class EpisodeRecorder:
 
     def __init__(self, root, env, seeds, label: str):
         self.root, self.env, self.label = Path(root), env.unwrapped, label
-        check_dataset_task(self.root, self.env.task_name, "--record")
+        check_dataset_task(self.root, self.env.task_name, "--record", size=int(self.env.height))
         taken = sorted(s for s in seeds if episode_path(self.root, s).exists())
         if taken:
             raise UserError(f"{self.root} already holds episodes with seeds {taken[0]}..{taken[-1]}: "

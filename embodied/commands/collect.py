@@ -1,10 +1,14 @@
 """`embodied collect`: record MuJoCo episodes into a dataset (see :mod:`embodied.collect`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from embodied.collect import COLLECT_POLICIES, collect
 from embodied.errors import UserError
+from embodied.io import check_writable
+
+SIZES = tuple(4 * 2 ** n for n in range(2, 8))  # 16 .. 512: the image codecs halve a frame down to 4x4
 
 
 def add_arguments(parser) -> None:
@@ -17,9 +21,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True)
 
 
-def run(args) -> int:
+def check_args(args) -> None:
+    """One-line errors for out-of-range numbers and an unwritable --out, before any work."""
+    most = 4 * (os.cpu_count() or 1)
     if args.episodes < 1:
-        raise UserError("--episodes must be at least 1")
+        raise UserError(f"--episodes must be at least 1, not {args.episodes}")
+    if args.size not in SIZES:
+        raise UserError(f"--size must be 4 x a power of two from {SIZES[0]} to {SIZES[-1]} (e.g. 64), not {args.size}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, not {args.seed}")
+    if not 1 <= args.workers <= most:
+        raise UserError(f"--workers must be from 1 to {most} (4 per CPU; each holds an env), not {args.workers}")
+    check_writable(args.out, "--out")
+
+
+def run(args) -> int:
+    check_args(args)
     result = collect(args.task, args.episodes, args.out, args.policy, args.workers, args.size, args.seed)
     m = result["manifest"]
     print(f"{args.out}: {m['episodes_total']} episodes, {m['steps_total']} steps of {m['task']} "
