@@ -1,8 +1,8 @@
 """The `embodied` command. Each subcommand is one module of :mod:`embodied.commands`.
 
 A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
-this file only lists them. Bad input (``UserError``, ``ValueError``,
-``FileNotFoundError``) is reported as one line, without a traceback.
+this file only lists them. Bad input (``UserError``, ``ValueError``) and file-system errors (``OSError``)
+are reported as one line, without a traceback.
 """
 from __future__ import annotations
 
@@ -42,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except ValueError as err:
         print(f"embodied {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only or missing file: one line, files already written are kept
+        from embodied.io import os_error_message
+
+        print(f"embodied {args.command}: error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"embodied {args.command}: interrupted; completed work is saved and a re-run resumes", file=sys.stderr)

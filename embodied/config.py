@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -116,13 +117,17 @@ def _coerce(value, tp, key: str, source: str):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        number = value
         if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
+            return float(number)
+        if isinstance(number, float):
+            raise UserError(f"{key} = {value!r} in {source} must be a finite number; "
+                            f"fix it there or override it with {key}=VALUE")
     elif tp is str:
         if isinstance(value, (str, Path)):
             return str(value)
@@ -274,16 +279,37 @@ def load_config(paths, overrides=(), cls=None, values: dict | None = None):
     return cfg
 
 
+def check_range(source: str, values: dict, low=None, high=None, above: bool = False, below: bool = False) -> None:
+    """A one-line UserError for the first of ``values`` ({dotted key: number or None}) out of range.
+
+    ``low`` / ``high`` are inclusive bounds unless ``above`` / ``below`` make
+    them strict; None values (an unset optional key) pass.
+    """
+    rules = []
+    if low is not None:
+        rules.append(f"more than {low}" if above else ("0 or more" if low == 0 else f"at least {low}"))
+    if high is not None:
+        rules.append(f"less than {high}" if below else f"at most {high}")
+    for key, value in values.items():
+        if value is None:
+            continue
+        if (low is not None and (value <= low if above else value < low)) or \
+                (high is not None and (value >= high if below else value > high)):
+            raise UserError(f"{key} = {value} in {source} must be {' and '.join(rules)}; "
+                            f"fix it there or override it with {key}=VALUE")
+
+
 def _check_values(cfg: Config, source: str) -> None:
     t = cfg.train
-    positive = {"train.steps": t.steps, "train.batch": t.batch, "train.seq_len": t.seq_len,
-                "train.eval_every": t.eval_every, "train.ckpt_every": t.ckpt_every, "train.log_every": t.log_every,
-                "train.eval_windows": t.eval_windows}
-    for key, v in positive.items():
-        if v < 1:
-            raise UserError(f"{key} = {v} in {source} must be at least 1")
-    if t.lr <= 0:
-        raise UserError(f"train.lr = {t.lr} in {source} must be positive")
+    check_range(source, {"train.steps": t.steps, "train.batch": t.batch, "train.eval_every": t.eval_every,
+                         "train.ckpt_every": t.ckpt_every, "train.log_every": t.log_every,
+                         "train.eval_windows": t.eval_windows, "data.max_episodes": cfg.data.max_episodes}, low=1)
+    check_range(source, {"train.seq_len": t.seq_len}, low=2)  # a context frame and a frame to predict
+    check_range(source, {"train.threads": t.threads, "train.seed": t.seed, "train.warmup": t.warmup,
+                         "train.videos": t.videos, "train.weight_decay": t.weight_decay,
+                         "train.grad_clip": t.grad_clip}, low=0)
+    check_range(source, {"train.lr": t.lr}, low=0, above=True)
+    check_range(source, {"train.min_lr_ratio": t.min_lr_ratio}, low=0, high=1)
     if any(h < 1 for h in t.eval_horizons):
         raise UserError(f"train.eval_horizons = {t.eval_horizons} in {source} must be positive step counts")
     if t.device not in ("auto", "cpu", "cuda"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from embodied.config import check_range
 from embodied.errors import UserError
 from embodied.policies.agents import ACTIVATIONS, ALGOS, PPOSettings, SACSettings
 
@@ -44,15 +45,22 @@ class PolicyConfig:
             raise UserError(f"ppo.activation = {self.ppo.activation!r} in {source} must be one of "
                             f"{', '.join(ACTIVATIONS)}")
         if self.baseline != "random":
-            if self.steps < 1:
-                raise UserError(f"steps = {self.steps} in {source} must be at least 1")
+            check_range(source, {"steps": self.steps}, low=1)
             if self.model is None:
-                raise UserError("--model RUN_DIR is required (a world model run folder from `embodied train`), "
-                                "except with --baseline random")
-        for key in ("eval_episodes", "num_envs"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise UserError(f"{key} = {value} in {source} must be at least 1")
-        for key in ("videos", "horizon", "threads"):
-            if getattr(self, key) < 0:
-                raise UserError(f"{key} = {getattr(self, key)} in {source} must be 0 or more")
+                raise UserError("no world model given: pass --model RUN_DIR (a run folder from `embodied train`), "
+                                "or use --baseline random")
+        sac, ppo = self.sac, self.ppo
+        check_range(source, {"eval_episodes": self.eval_episodes, "num_envs": self.num_envs,
+                             "sac.batch_size": sac.batch_size, "sac.buffer_size": sac.buffer_size,
+                             "sac.train_freq": sac.train_freq, "ppo.rollout": ppo.rollout,
+                             "ppo.batch_size": ppo.batch_size, "ppo.n_epochs": ppo.n_epochs}, low=1)
+        check_range(source, {"seed": self.seed, "videos": self.videos, "horizon": self.horizon, "threads": self.threads,
+                             "sac.learning_starts": sac.learning_starts, "ppo.ent_coef": ppo.ent_coef}, low=0)
+        check_range(source, {"reward_scale": self.reward_scale, "sac.learning_rate": sac.learning_rate,
+                             "sac.updates_per_step": sac.updates_per_step,
+                             "ppo.learning_rate": ppo.learning_rate}, low=0, above=True)
+        check_range(source, {"sac.gamma": sac.gamma, "ppo.gamma": ppo.gamma}, low=0, high=1, above=True)
+        check_range(source, {"ppo.gae_lambda": ppo.gae_lambda}, low=0, high=1)
+        for key, arch in (("sac.net_arch", sac.net_arch), ("ppo.net_arch", ppo.net_arch)):
+            if any(width < 1 for width in arch):
+                raise UserError(f"{key} = {arch} in {source} must list positive layer widths, e.g. [256, 256]")

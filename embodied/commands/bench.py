@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from embodied.benchmarks.bench import markdown_table, run_bench
+from embodied.envs.registry import task_class
+from embodied.errors import UserError
+from embodied.io import check_writable
 
 
 def add_arguments(parser) -> None:
@@ -15,6 +18,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value < 1:
+            raise UserError(f"{flag} {value} must be at least 1")
+    task_class(args.task)  # an unknown task fails here, not in the first measurement
+    check_writable(args.out, "--out")
     bench = run_bench(args.out, quick=args.quick, task=args.task, workers=args.workers, threads=args.threads)
     print(markdown_table(bench))
     print(f"wrote {args.out / 'bench.json'}")

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embodied.commands.validate import add_common_arguments, check_probes, common_flags, common_values
-from embodied.config import load_config
+from embodied.config import check_range, load_config
+from embodied.envs.registry import canonical_task
 from embodied.errors import UserError
-from embodied.load import REFERENCE_MODELS
+from embodied.io import check_writable
+from embodied.load import REFERENCE_MODELS, load_model
 from embodied.validate.compare import compare
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -34,7 +36,15 @@ class CompareConfig:
     def check(self, source: str) -> None:
         if not self.models:
             raise UserError(f"no models to compare in {source}; pass run folders or {' | '.join(REFERENCE_MODELS)}")
+        check_range(source, {"seed": self.seed}, low=0)
         check_probes(self.task, self.probes, source)
+
+
+def check_models(models: list[str], task: str) -> None:
+    """Load every run folder once before any probe runs: a missing, broken or other-task model fails in seconds."""
+    for spec in models:
+        if spec not in REFERENCE_MODELS:
+            load_model(spec, canonical_task(task))
 
 
 def add_arguments(parser) -> None:
@@ -50,6 +60,8 @@ def run(args) -> int:
     models = [a for a in args.items if not OVERRIDE.match(a)] or None
     cfg = load_config(args.config, overrides, cls=CompareConfig,
                       values={"models": models, **common_values(args, True if args.quick else None)})
+    check_writable(cfg.out, "--out")
+    check_models(cfg.models, cfg.task)
     command = shlex.join(["embodied", "compare", *cfg.models, "--task", cfg.task, "--out", cfg.out,
                           *(["--quick"] if cfg.quick else []), "--seed", str(cfg.seed), *common_flags(cfg)])
     summary = compare(cfg.models, cfg.task, cfg.out, quick=cfg.quick, seed=cfg.seed, probes=cfg.probes or None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from embodied.cli import main as cli
 from embodied.errors import UserError
+from embodied.io import check_writable
 
 SCALES = {
     # episodes to collect, training overrides, MPC episodes, validation preset
@@ -37,14 +38,14 @@ def _stage(name: str, done: Path, argv: list[str]) -> None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", default="push", help="reach | push | occlusion")
+    parser.add_argument("--task", default="push", choices=["reach", "push", "occlusion"])
     parser.add_argument("--arch", default="recurrent", choices=["recurrent", "transformer"])
     parser.add_argument("--scale", default="demo", choices=sorted(SCALES), help="demo: ~10 min on 2 cores; full: default configs")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
 
 
 def run(args) -> int:
-    s, out, task = SCALES[args.scale], args.out, args.task
+    s, out, task = SCALES[args.scale], check_writable(args.out, "--out"), args.task
     data, model = out / "data", out / f"{task}_{args.arch}"
     start = time.perf_counter()
     _stage("collect", data / "manifest.json",

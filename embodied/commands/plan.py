@@ -14,15 +14,18 @@ from pathlib import Path
 
 import torch
 
-from embodied.config import add_config_arguments, load_config
+from embodied.config import add_config_arguments, check_range, load_config
 from embodied.envs.registry import canonical_task, make_task
 from embodied.errors import UserError
-from embodied.io import atomic_write_json
+from embodied.io import atomic_write_json, check_writable
 from embodied.load import REFERENCE_MODELS, load_model
 from embodied.planners import PLANNERS, make_planner
 from embodied.planners.base import OBJECTIVES
 from embodied.planners.mpc import run_mpc
 from embodied.planners.record import EpisodeRecorder
+
+# imagined steps of one planning iteration (samples x horizon) beyond which a plan cannot be held in memory
+MAX_SEQUENCE_STEPS = 10_000_000
 
 
 @dataclass
@@ -68,9 +71,18 @@ class PlanConfig:
             raise UserError(f"planner.name = {self.planner.name!r} in {source} must be one of {', '.join(PLANNERS)}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective = {self.objective!r} in {source} must be one of {', '.join(OBJECTIVES)}")
-        for key, value in (("videos", self.videos), ("torch_threads", self.torch_threads)):
-            if value < 0:
-                raise UserError(f"{key} = {value} in {source} must be 0 or more")
+        p = self.planner
+        if p.select not in (None, "mean", "best"):
+            raise UserError(f"planner.select = {p.select!r} in {source} must be mean or best")
+        check_range(source, {"episodes": self.episodes, "replan_every": self.replan_every, "max_steps": self.max_steps,
+                             "planner.horizon": p.horizon, "planner.samples": p.samples,
+                             "planner.iterations": p.iterations, "planner.elites": p.elites}, low=1)
+        check_range(source, {"seed": self.seed, "videos": self.videos, "torch_threads": self.torch_threads,
+                             "planner.min_std": p.min_std, "planner.noise_beta": p.noise_beta}, low=0)
+        check_range(source, {"control_hz": self.control_hz, "planner.temperature": p.temperature,
+                             "planner.noise_std": p.noise_std}, low=0, above=True)
+        check_range(source, {"planner.discount": p.discount}, low=0, high=1, above=True)
+        check_range(source, {"planner.momentum": p.momentum}, low=0, high=1, below=True)
 
 
 # (config key, flag, argparse options): each flag sets one config value
@@ -142,11 +154,17 @@ def plan(cfg: PlanConfig) -> int:
     """Run the config's MPC episodes, write ``plan.json`` and print one summary line."""
     task, p = canonical_task(cfg.task), cfg.planner
     model_name = cfg.model if cfg.model in REFERENCE_MODELS else Path(cfg.model).name
-    out = Path(cfg.out or Path("runs") / "plan" / f"{task}_{model_name}_{p.name}")
+    out = check_writable(cfg.out or Path("runs") / "plan" / f"{task}_{model_name}_{p.name}", "--out")
+    if cfg.record:
+        check_writable(cfg.record, "--record")
     settings = {k: v for k, v in asdict(p).items() if k != "name"}
     if settings["elites"] is None and settings["samples"] is not None:  # keep the default 10% elite fraction
         settings["elites"] = max(2, min(p.samples, p.samples // 10))
     planner = make_planner(p.name, task=task, **settings, objective=cfg.objective, seed=cfg.seed)
+    s = planner.settings
+    if s.samples * s.horizon > MAX_SEQUENCE_STEPS:
+        raise UserError(f"planner.horizon x planner.samples = {s.horizon} x {s.samples} imagined steps per iteration "
+                        f"is more than {MAX_SEQUENCE_STEPS:,}, too many to hold in memory; lower --horizon or --samples")
     model = load_model(cfg.model, task)
     env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size)
     recorder = None

@@ -16,6 +16,7 @@ from dataclasses import asdict
 import torch
 
 from embodied.config import add_config_arguments, load_config
+from embodied.io import check_writable
 from embodied.policies.config import CHOICES, PolicyConfig
 from embodied.policies.imagination import train_policy
 
@@ -86,6 +87,7 @@ def command_line(cfg: PolicyConfig) -> str:
 
 def run(args) -> int:
     cfg = config_from_args(args)
+    check_writable(cfg.out or "runs/policy", "--out")
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -11,6 +11,7 @@ import shlex
 import sys
 
 from embodied.config import add_config_arguments, load_config
+from embodied.io import check_writable
 from embodied.train import train
 
 
@@ -22,6 +23,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
+    check_writable(cfg.out, "out")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
     command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from embodied.config import add_config_arguments, load_config
+from embodied.config import add_config_arguments, check_range, load_config
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
+from embodied.io import check_writable
 from embodied.load import REFERENCE_MODELS
 from embodied.validate.harness import PROBES
 from embodied.validate.runner import probes_to_run, validate
@@ -31,6 +32,7 @@ class ValidateConfig:
     media: bool = True           # GIFs of the best and worst cases in the report
 
     def check(self, source: str) -> None:
+        check_range(source, {"seed": self.seed}, low=0)
         check_probes(self.task, self.probes, source)
 
 
@@ -76,6 +78,7 @@ def run(args) -> int:
     quick = True if args.quick or args.preset == "quick" else (False if args.preset == "full" else None)
     cfg = load_config(args.config, args.overrides, cls=ValidateConfig,
                       values={"model": args.model, **common_values(args, quick)})
+    check_writable(cfg.out, "--out")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     command = shlex.join(["embodied", "validate", "--task", cfg.task, "--model", cfg.model, "--out", cfg.out,
                           "--preset", "quick" if cfg.quick else "full", "--seed", str(cfg.seed), *common_flags(cfg)])

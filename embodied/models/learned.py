@@ -9,13 +9,18 @@ what moves; without it the models measured blurry after the same budget.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+import difflib
+import math
+from dataclasses import MISSING, asdict, fields
 
 import torch
 
+from embodied.errors import UserError
 from embodied.models.base import Abilities, WorldModel
 from embodied.models.codec import (ConvDecoder, RunningNorm, float_to_frames, foreground_mask,
                                    foreground_weighted_mse, frames_to_float, mlp)
+
+PIXEL_LOSSES = ("mse", "l1")
 
 
 def config_from_dict(cls, cfg: dict):
@@ -23,8 +28,63 @@ def config_from_dict(cls, cfg: dict):
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(cfg) - names - {"arch"})
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(names)}")
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"did you mean model.{close[0]}?" if close else f"known: {', '.join(sorted(names))}"
+        raise UserError(f"unknown {cls.__name__} option(s) {', '.join('model.' + k for k in unknown)}; {hint}")
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in names})
+
+
+def check_fields(cfg, positive=(), non_negative=(), fractions=(), choices: dict | None = None) -> None:
+    """Check a model config's values against the types of its defaults and the given ranges.
+
+    ``positive``: integers >= 1 (widths, counts); ``non_negative``: numbers
+    >= 0 (loss weights); ``fractions``: numbers in [0, 1); ``choices``: field
+    -> allowed strings. A number given as text ("1e-3", as YAML 1.1 leaves it)
+    becomes a float. Errors are one-line UserErrors naming ``model.<field>``.
+    """
+    for f in fields(cfg):
+        value, default = getattr(cfg, f.name), f.default
+        if default is MISSING:
+            continue
+        key = f"model.{f.name} = {value!r}"
+        if isinstance(default, (bool, str)):
+            if type(value) is not type(default):
+                kind = "true or false" if isinstance(default, bool) else "a string"
+                raise UserError(f"{key} must be {kind} (default {default!r}); set model.{f.name}=VALUE")
+        elif isinstance(default, int):
+            if type(value) is not int:
+                raise UserError(f"{key} must be an integer (default {default}); set model.{f.name}=N")
+        elif isinstance(default, float):
+            number = _number(value)
+            if number is None:
+                raise UserError(f"{key} must be a finite number (default {default}); set model.{f.name}=X")
+            setattr(cfg, f.name, number)
+        elif isinstance(default, tuple) and (not isinstance(value, (tuple, list)) or len(value) != len(default)
+                                             or any(_number(v) is None for v in value)):
+            raise UserError(f"{key} must be a list of {len(default)} numbers (default {list(default)})")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise UserError(f"model.{name} = {getattr(cfg, name)} must be at least 1; set model.{name}=N")
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise UserError(f"model.{name} = {getattr(cfg, name)} must be 0 or more; set model.{name}=X")
+    for name in fractions:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise UserError(f"model.{name} = {getattr(cfg, name)} must be at least 0 and less than 1")
+    for name, allowed in (choices or {}).items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"model.{name} = {getattr(cfg, name)!r} must be one of {', '.join(allowed)}")
+
+
+def _number(value) -> float | None:
+    """``value`` as a finite float (numbers and numeric text), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class LearnedWorldModel(WorldModel):

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from embodied.errors import UserError
 from embodied.models.base import State, repeat_state
 from embodied.models.codec import FLOOR_RGB, ConvEncoder, ProprioEncoder, mlp
-from embodied.models.learned import LearnedWorldModel
+from embodied.models.learned import PIXEL_LOSSES, LearnedWorldModel, check_fields
 
 
 @dataclass
@@ -66,6 +67,15 @@ class RecurrentConfig:
     pixel_loss: str = "mse"      # mse | l1 (l1 measured worse: stuck at copy-last with the compositing decoder)
     proprio_dropout: float = 0.1
     floor_rgb: tuple = FLOOR_RGB
+
+    def __post_init__(self):
+        check_fields(self, positive=("context", "channels", "embed_dim", "keypoints", "proprio_embed", "deter", "stoch",
+                                     "hidden"),
+                     non_negative=("broadcast", "kl_weight", "free_nats", "recon_weight", "pred_weight",
+                                   "proprio_weight", "reward_weight", "embed_weight", "object_weight", "fg_weight"),
+                     fractions=("proprio_dropout",), choices={"pixel_loss": PIXEL_LOSSES})
+        if self.min_std <= 0:
+            raise UserError(f"model.min_std = {self.min_std} must be more than 0; set model.min_std=0.1")
 
 
 class RecurrentWorldModel(LearnedWorldModel):

@@ -36,9 +36,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from embodied.errors import UserError
 from embodied.models.base import State, repeat_state
 from embodied.models.codec import FLOOR_RGB, ConvEncoder, ProprioEncoder, mlp
-from embodied.models.learned import LearnedWorldModel
+from embodied.models.learned import PIXEL_LOSSES, LearnedWorldModel, check_fields
+
+BACKBONES = ("llama", "gpt2")
 
 
 @dataclass
@@ -80,6 +83,18 @@ class TransformerConfig:
     proprio_dropout: float = 0.1
     floor_rgb: tuple = FLOOR_RGB
 
+    def __post_init__(self):
+        check_fields(self, positive=("context", "channels", "embed_dim", "keypoints", "proprio_embed", "latent",
+                                     "d_model", "layers", "heads", "mlp_ratio", "hidden"),
+                     non_negative=("broadcast", "recon_weight", "pred_weight", "latent_weight", "proprio_weight",
+                                   "reward_weight", "object_weight", "fg_weight"),
+                     fractions=("proprio_dropout",), choices={"backbone": BACKBONES, "pixel_loss": PIXEL_LOSSES})
+        if self.window < 2:
+            raise UserError(f"model.window = {self.window} must be at least 2 (frames in the context window)")
+        if self.d_model % self.heads:
+            raise UserError(f"model.d_model = {self.d_model} must be a multiple of model.heads = {self.heads}; "
+                            "change one of them")
+
 
 def _backbone(c: TransformerConfig) -> nn.Module:
     """A randomly initialised transformers decoder (no download), used through ``inputs_embeds``."""
@@ -104,7 +119,7 @@ def _backbone(c: TransformerConfig) -> nn.Module:
         model = GPT2Model(cfg)
         model.wte = None
         return model
-    raise ValueError(f"unknown transformer backbone {c.backbone!r}; choose llama or gpt2")
+    raise ValueError(f"unknown transformer backbone {c.backbone!r}; choose one of {', '.join(BACKBONES)}")
 
 
 def _cache_kwarg(backbone: nn.Module) -> str:
@@ -120,8 +135,6 @@ class TransformerWorldModel(LearnedWorldModel):
     def __init__(self, cfg: TransformerConfig, spec: dict):
         super().__init__(cfg, spec)
         c = cfg
-        if c.window < 2:
-            raise ValueError("transformer window must hold at least 2 frames")
         P = max(self.proprio_dim, 1)
         self.use_cache = c.kv_cache and c.backbone == "llama"
         self.encoder = ConvEncoder(self.image_size, c.channels, c.embed_dim, c.keypoints)

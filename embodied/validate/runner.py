@@ -32,7 +32,7 @@ def probes_to_run(task_probes: dict, probes=None) -> list[str]:
         return [p for p in PROBES if p in task_probes]
     missing = [p for p in probes if p not in task_probes]
     if missing:
-        raise ValueError(f"probe(s) {missing} do not apply to this task; its probes are {', '.join(task_probes)}")
+        raise ValueError(f"probe(s) {missing} do not apply to this task; choose from {', '.join(task_probes)}")
     return list(probes)
 
 

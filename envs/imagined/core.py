@@ -38,6 +38,16 @@ def resolve_model(model, task: str | None = None) -> WorldModel:
     return model
 
 
+def check_count(name: str, value, optional: bool = False) -> None:
+    """A one-line ValueError unless ``value`` is an integer >= 1 (or, when ``optional``, None or 0: the default)."""
+    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if optional and (value is None or (integer and value == 0)):
+        return
+    if not integer or value < 1:
+        default = " (or None for the default)" if optional else ""
+        raise ValueError(f"{name}={value!r} must be a positive integer{default}")
+
+
 def task_horizon(task: str) -> int:
     """The real task's episode length: the task class's, a Gymnasium id's registered limit, else 50."""
     key = canonical_task(task)
@@ -81,8 +91,9 @@ class ImaginationCore:
             raise ValueError(f"split={split!r} is not one of {SPLITS}")
         if start not in STARTS:
             raise ValueError(f"start={start!r} is not one of {STARTS}")
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs={num_envs} must be >= 1")
+        check_count("num_envs", num_envs)
+        check_count("horizon", horizon, optional=True)
+        check_count("max_episodes", max_episodes, optional=True)
         self.model = m = resolve_model(model, task)
         check_obs_mode(m, obs_mode)
         self.task = m.task
@@ -106,7 +117,7 @@ class ImaginationCore:
             proprio = gym.spaces.Box(-np.inf, np.inf, (max(self.proprio_dim, 1),), np.float32)
             self.observation_space = gym.spaces.Dict({"pixels": pixels, "proprio": proprio})
 
-        self._contexts = None if env is None else LiveEnvContexts(env, self.context, self.action_dim)
+        self._contexts = None if env is None else LiveEnvContexts(env, m)
         self._dataset_args = (dataset, split, start, max_episodes)
         self.state: dict[str, torch.Tensor] | None = None
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
@@ -121,7 +132,7 @@ class ImaginationCore:
                 raise UserError("no dataset to seed imagined episodes from: pass dataset=DIR, a live env=..., or "
                                 "reset(options={'context': {...}}) (the run folder's config.json records none)")
             self._contexts = DatasetContexts.from_folder(dataset, canonical_task(self.task), split, start,
-                                                         self.context, self.action_dim, max_episodes)
+                                                         self.model, max_episodes)
         return self._contexts
 
     @torch.no_grad()
@@ -133,7 +144,7 @@ class ImaginationCore:
         """Re-seed the envs ``idx`` (each with its own generator in ``rngs``) in one batched encode."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if options and options.get("context") is not None:
-            windows = [context_from_options(options["context"], self.context, self.action_dim)] * len(idx)
+            windows = [context_from_options(options["context"], self.model)] * len(idx)
         else:
             source = self.contexts()
             windows = [source.sample(rngs[j]) for j in range(len(idx))]

@@ -9,7 +9,7 @@ import torch
 
 from embodied.envs.actions import check_actions
 from embodied.envs.context import batch_windows, pad_window, split_obs
-from embodied.envs.imagined.contexts import blank_context
+from embodied.envs.imagined.contexts import blank_context, check_env_observations
 from embodied.envs.imagined.core import VECTOR_OBS, check_obs_mode, resolve_model, vector_observation
 
 HISTORIES = ("episode", "context")
@@ -46,6 +46,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.context, self.action_dim = m.max_context, m.action_dim
         if env.action_space.shape != (self.action_dim,):
             raise ValueError(f"env actions have shape {env.action_space.shape}, the model takes ({self.action_dim},)")
+        check_env_observations(env, m, "the wrapped env")
         self.max_frames = self.context if history == "context" else max(int(max_history), self.context)
         self._frames: deque = deque(maxlen=self.max_frames)
         self._proprio: deque = deque(maxlen=self.max_frames)
