@@ -64,6 +64,29 @@ class TrainConfig:
 
 
 @dataclass
+class RoundsConfig:
+    """The ``rounds`` section of a training config: on-policy rounds (:mod:`embodied.rounds`)."""
+
+    rounds: int = 0          # on-policy rounds after the base training (0: none)
+    episodes: int = 40       # real MPC episodes recorded per round
+    steps: int = 1000        # optimizer steps added per round
+    seq_len: int = 24        # training window of the rounds (frames)
+    planner: str = "cem"     # the planner that records the episodes (task defaults for its settings)
+    seed: int = 100000       # reset seed of round 1's first episode; round r starts at seed + (r-1) * episodes
+
+    def check(self, source: str) -> None:
+        for key in ("episodes", "steps"):
+            if getattr(self, key) < 1:
+                raise UserError(f"rounds.{key} = {getattr(self, key)} in {source} must be at least 1")
+        if self.rounds < 0:
+            raise UserError(f"rounds.rounds = {self.rounds} in {source} must be 0 or more")
+        if self.seq_len < 2:
+            raise UserError(f"rounds.seq_len = {self.seq_len} in {source} must be at least 2")
+        if self.seed < 0:
+            raise UserError(f"rounds.seed = {self.seed} in {source} must be 0 or more")
+
+
+@dataclass
 class Config:
     task: str                          # reach | push | occlusion | a Gymnasium MuJoCo id
     data: DataConfig
@@ -71,6 +94,7 @@ class Config:
     model: dict                        # free dict for build_model; needs `arch`
     train: TrainConfig
     plugins: list[str] = field(default_factory=list)  # modules imported first (they may register models)
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,6 +103,7 @@ class Config:
         if "arch" not in self.model:
             raise UserError(f"config key 'model.arch' is missing from {source}; set it, e.g. model.arch=recurrent")
         _check_values(self, source)
+        self.rounds.check(source)
 
 
 def _type_name(tp) -> str:

@@ -25,11 +25,11 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from embodied import checkpoint
-from embodied.config import Config
+from embodied.config import Config, RoundsConfig
 from embodied.data import episode_files, episode_path, read_manifest
 from embodied.envs.registry import canonical_task, make_task
 from embodied.errors import UserError
@@ -40,31 +40,9 @@ from embodied.planners.record import EpisodeRecorder
 from embodied.train import train
 
 
-@dataclass
-class RoundsConfig:
-    """The ``rounds`` section of a training config."""
-
-    rounds: int = 0          # on-policy rounds after the base training (0: none)
-    episodes: int = 40       # real MPC episodes recorded per round
-    steps: int = 1000        # optimizer steps added per round
-    seq_len: int = 24        # training window of the rounds (frames)
-    planner: str = "cem"     # the planner that records the episodes (task defaults for its settings)
-    seed: int = 100000       # reset seed of round 1's first episode; round r starts at seed + (r-1) * episodes
-
-    def check(self, source: str) -> None:
-        for key in ("episodes", "steps"):
-            if getattr(self, key) < 1:
-                raise UserError(f"rounds.{key} = {getattr(self, key)} in {source} must be at least 1")
-        if self.rounds < 0:
-            raise UserError(f"rounds.rounds = {self.rounds} in {source} must be 0 or more")
-        if self.seq_len < 2:
-            raise UserError(f"rounds.seq_len = {self.seq_len} in {source} must be at least 2")
-        if self.seed < 0:
-            raise UserError(f"rounds.seed = {self.seed} in {source} must be 0 or more")
-
-
-def run_rounds(cfg: Config, rc: RoundsConfig, progress: bool = True) -> dict:
-    """Train the base run (or resume it), then the on-policy rounds; returns the rounds summary."""
+def run_rounds(cfg: Config, rc: RoundsConfig | None = None, progress: bool = True) -> dict:
+    """Train the base run (or resume it), then the on-policy rounds (``rc``, default ``cfg.rounds``); returns the summary."""
+    rc = rc or cfg.rounds
     base = Path(cfg.out)
     root = base / "rounds"
     summary_path = root / "rounds.json"

@@ -13,7 +13,8 @@ from embodied import checkpoint
 from embodied.collect import collect
 from embodied.config import load_config
 from embodied.data import read_manifest
-from embodied.rounds import RoundsConfig, run_rounds
+from embodied.config import RoundsConfig
+from embodied.rounds import run_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [str(ROOT / "configs/reach_recurrent.yaml"), str(ROOT / "configs/debug.yaml")]
@@ -55,10 +56,9 @@ def test_rounds_record_train_and_keep_every_round(reach_data, tmp_path):
 @pytest.mark.slow
 def test_rounds_resume_after_kill(reach_data, tmp_path):
     out = tmp_path / "run"
-    code = ("import sys; from embodied.config import load_config; from embodied.rounds import RoundsConfig, "
-            f"run_rounds; cfg = load_config({BASE!r}, {[f'data={reach_data}', f'out={out}', *TINY]!r}); "
-            "run_rounds(cfg, RoundsConfig(rounds=2, episodes=2, steps=2, seq_len=6), progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    args = ["train", "--config", BASE[0], "--config", BASE[1], f"data={reach_data}", f"out={out}", *TINY,
+            "--rounds", "2", "rounds.episodes=2", "rounds.steps=2", "rounds.seq_len=6", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "embodied.cli", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     data = out / "rounds" / "data" / "episodes"
     deadline = time.time() + 120
@@ -67,8 +67,10 @@ def test_rounds_resume_after_kill(reach_data, tmp_path):
     proc.send_signal(signal.SIGKILL)  # in round 1, after its first recorded episode
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "embodied.cli", *args], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 on-policy rounds" in r.stdout
     summary = json.loads((out / "rounds" / "rounds.json").read_text())
     assert [row["round"] for row in summary["rounds"]] == [1, 2]
     assert read_manifest(out / "rounds" / "data")["episodes_total"] == 8

@@ -2,6 +2,7 @@
 
     embodied train --config configs/reach_recurrent.yaml [--config configs/debug.yaml] \\
         [--resume] [data=DIR] [out=DIR] [train.steps=2000 ...]
+    embodied train --config configs/push_recurrent.yaml --rounds 7 [rounds.episodes=40 ...]  # on-policy rounds
     torchrun --nproc_per_node=2 -m embodied.cli train --config ...   # DistributedDataParallel
 """
 from __future__ import annotations
@@ -11,7 +12,9 @@ import shlex
 import sys
 
 from embodied.config import add_config_arguments, load_config
+from embodied.errors import UserError
 from embodied.io import check_writable
+from embodied.rounds import run_rounds
 from embodied.train import train
 
 
@@ -19,12 +22,22 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser, required=True)
     parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--rounds", type=int, default=None, metavar="K",
+                        help="then K on-policy rounds: record MPC episodes with the latest model, fine-tune, repeat "
+                             "(rounds.* in the config; resumable, every round kept under OUT/rounds)")
 
 
 def run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, values={"rounds.rounds": args.rounds})
     check_writable(cfg.out, "out")
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.rounds.rounds:
+        if world > 1:
+            raise UserError("on-policy rounds run in one process: drop torchrun, or train with rounds.rounds=0")
+        summary = run_rounds(cfg, progress=not args.no_progress)
+        print(f"{cfg.out}: {len(summary['rounds'])} on-policy rounds, latest run {summary.get('latest', cfg.out)} "
+              f"(recorded success by round: {[round(r['recorded_success_rate'], 2) for r in summary['rounds']]})")
+        return 0
     launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
     command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \
         if "train" in sys.argv else ""
