@@ -167,6 +167,9 @@ def plan(cfg: PlanConfig) -> int:
                         f"is more than {MAX_SEQUENCE_STEPS:,}, too many to hold in memory; lower --horizon or --samples")
     model = load_model(cfg.model, task)
     env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size)
+    if model.abilities.simulator_state:  # score the start once: a task the oracle cannot score fails before planning
+        env.reset(seed=cfg.seed)
+        model.reward(model.encode(None, None, sim_state=torch.from_numpy(env.get_state())[None]))
     recorder = None
     try:
         if cfg.record:

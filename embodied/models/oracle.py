@@ -39,7 +39,6 @@ class MujocoOracle(WorldModel):
         self._scratch = mujoco.MjData(self.model)
         self._nphys = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self._rollout = mujoco.rollout.Rollout(nthread=n_threads) if hasattr(mujoco.rollout, "Rollout") else None
-        self._sim_task.reward_from_sensors(self._sim_task.data.sensordata)  # a task it cannot score: one line now
 
     def encode(self, frames, actions, proprio=None, sim_state=None) -> State:
         if sim_state is None:
