@@ -29,11 +29,12 @@ import zlib
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from embodied.models import MODELS, build_model
+from embodied.data import UNREADABLE
 from embodied.io import atomic_write_bytes, atomic_write_json
 from embodied.envs.registry import canonical_task
 from embodied.errors import UserError
@@ -204,7 +205,7 @@ def _read_checked(run_dir: Path, cfg: dict, name: str) -> bytes:
 def _load_safetensors(path: Path, payload: bytes) -> tuple[dict, dict]:
     try:
         tensors = st_load(payload)
-    except (SafetensorError, ValueError, RuntimeError, OSError) as err:
+    except UNREADABLE as err:
         raise UserError(f"{path}: unreadable safetensors file ({err}); restore the run folder or re-train") from None
     header_len = int.from_bytes(payload[:8], "little")
     header = json.loads(payload[8:8 + header_len])

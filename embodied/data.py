@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from embodied.dataset_checks import (FORMAT, bad_episode, check_episode_header, check_episode_values,
@@ -60,6 +60,13 @@ def write_episode(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None
     atomic_write_bytes(path, save(arrays, metadata=header))
 
 
+UNREADABLE = (SafetensorError, ValueError, RuntimeError, OSError)  # what safetensors raises for a damaged file
+
+
+def _corrupt(path: Path, err: Exception) -> UserError:
+    return UserError(f"{path}: truncated or corrupt episode file ({err}); delete it and re-run `embodied collect`")
+
+
 def read_episode_header(path: Path) -> tuple[dict, dict[str, tuple[tuple[int, ...], str]]]:
     """Header metadata and ``{key: (shape, dtype)}`` of an episode file, without reading its arrays."""
     try:
@@ -67,9 +74,8 @@ def read_episode_header(path: Path) -> tuple[dict, dict[str, tuple[tuple[int, ..
             slices = {k: f.get_slice(k) for k in f.keys()}
             shapes = {k: (tuple(v.get_shape()), v.get_dtype()) for k, v in slices.items()}
             return dict(f.metadata() or {}), shapes
-    except Exception as err:  # noqa: BLE001  (safetensors raises several types for bad headers)
-        raise UserError(f"{path}: truncated or corrupt episode file ({err}); "
-                        "delete it and re-run `embodied collect`") from None
+    except UNREADABLE as err:
+        raise _corrupt(path, err) from None
 
 
 def read_episode(path: Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
@@ -78,8 +84,8 @@ def read_episode(path: Path, verify: bool = True) -> tuple[dict[str, np.ndarray]
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
             arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:
-        raise UserError(f"{path}: truncated or corrupt episode file ({err}); delete it and re-run `embodied collect`") from None
+    except UNREADABLE as err:
+        raise _corrupt(path, err) from None
     if verify and meta.get("crc32") != _crc(arrays):
         raise UserError(f"{path}: checksum mismatch, the file is corrupt; delete it and re-run `embodied collect`")
     return arrays, meta

@@ -134,7 +134,7 @@ def write_video(path: str | os.PathLike, frames, fps: float = 20, scale: int = 1
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{suffix}")
         try:
             imageio.mimwrite(tmp, frames, **kwargs)
-        except Exception as err:  # noqa: BLE001  (no ffmpeg backend: fall back to GIF)
+        except (ImportError, RuntimeError, ValueError, OSError) as err:  # no ffmpeg backend: fall back to GIF
             _unlink_quietly(tmp)
             if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
                 raise type(err)(err.errno, err.strerror, str(out)) from None

@@ -33,11 +33,8 @@ from embodied.models import build_model
 run = RUN_DIR
 model = build_model({MODEL!r}, {SPEC!r})
 opt = torch.optim.AdamW(model.parameters())
-step = 0
-try:
-    step = checkpoint.read_config(run)["step"]
-except Exception:
-    pass
+from pathlib import Path
+step = checkpoint.read_config(run)["step"] if (Path(run) / "config.json").exists() else 0
 while True:
     step += 1
     with torch.no_grad():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from embodied.commands import torch_threads
 from embodied.config import add_config_arguments, check_range, load_config
 from embodied.envs.registry import canonical_task, make_task
 from embodied.errors import UserError
@@ -141,13 +142,8 @@ def command_line(cfg: PlanConfig) -> str:
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    threads = torch.get_num_threads()
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
+    with torch_threads(cfg.torch_threads):
         return plan(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def plan(cfg: PlanConfig) -> int:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import torch
 
+from embodied.commands import torch_threads
 from embodied.config import add_config_arguments, load_config
 from embodied.io import check_writable
 from embodied.policies.config import CHOICES, PolicyConfig
@@ -88,13 +88,8 @@ def command_line(cfg: PolicyConfig) -> str:
 def run(args) -> int:
     cfg = config_from_args(args)
     check_writable(cfg.out or "runs/policy", "--out")
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         r = train_policy(cfg, command_line(cfg))
-    finally:
-        torch.set_num_threads(threads)
     imag = r["imagined_return_mean"]
     imag_txt = "" if imag is None else f", imagined return {imag:.2f}"
     print(f"{r['task']} {r['algo']} trained in {r['trained_in']}: real success {r['real_success_rate']:.0%}, "
