@@ -1,4 +1,4 @@
-"""Learned world models (recurrent and transformer) behind the one WorldModel interface.
+"""Learned world models (recurrent, transformer and slots) behind the one WorldModel interface.
 
 A tiny push dataset is collected once per session (no dependency on /work/data);
 the models use tiny configs so the fast tests run in seconds. The training tests
@@ -18,6 +18,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from embodied.data import Dataset, WindowSampler  # noqa: E402
 from embodied.models import MODELS, build_model  # noqa: E402
 from embodied.models.base import cat_states, index_state, repeat_state, state_batch  # noqa: E402
+from embodied.models.codec import frames_to_float  # noqa: E402
 
 TINY = {
     "recurrent": {"arch": "recurrent", "channels": 8, "embed_dim": 32, "proprio_embed": 16, "deter": 32,
@@ -27,8 +28,10 @@ TINY = {
     "transformer-gpt2": {"arch": "transformer", "backbone": "gpt2", "channels": 8, "embed_dim": 32,
                          "proprio_embed": 16, "latent": 32, "d_model": 32, "layers": 1, "heads": 2, "hidden": 32,
                          "window": 8},
+    "slots": {"arch": "slots", "hidden": 32},
 }
 ARCHS = list(TINY)
+FIT: dict = {}  # the sample batch a model's data-dependent set-up (fit_data) reads, made with the dataset
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,9 @@ def dataset(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("push_data")
     collect("push", 8, out=out, workers=1, progress=False)
-    return Dataset(out, "push", heldout_fraction=0.2)
+    ds = Dataset(out, "push", heldout_fraction=0.2)
+    FIT["batch"] = WindowSampler(ds.train, 6).sample(16, np.random.default_rng(0))
+    return ds
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,9 @@ def spec(dataset):
 
 def _model(arch, spec, seed=0, **over):
     torch.manual_seed(seed)
-    return build_model({**TINY[arch], **over}, spec)
+    model = build_model({**TINY[arch], **over}, spec)
+    model.fit_data(FIT["batch"])
+    return model
 
 
 def _batch(dataset, b=3, t=6, seed=0):
@@ -171,7 +178,7 @@ def test_state_dict_roundtrip(arch, spec, dataset, tmp_path):
     assert torch.equal(a, b) and torch.equal(ra, rb)
 
 
-@pytest.mark.parametrize("arch", ARCHS[:2])
+@pytest.mark.parametrize("arch", ["recurrent", "transformer", "slots"])
 def test_state_helpers(arch, spec, dataset):
     model = _model(arch, spec).eval()
     batch = _batch(dataset, b=2, t=6)
@@ -240,6 +247,45 @@ def test_short_training_reduces_loss_and_uses_actions(arch, spec, dataset):
     assert after < 0.95 * before, (before, after)  # composite decoder: training starts at copy-last
     pixel, proprio = _action_effect(model, dataset)
     assert pixel > 0.01 and proprio > 1e-3, (pixel, proprio)
+
+
+def test_slots_find_the_objects_and_learn_their_motion(spec, dataset):
+    """The palette found in the frames gives one slot per object; a short training lowers the open-loop
+    position error, the pusher follows the action and the rendered frame shows each object's colour where
+    its slot is."""
+    from embodied.models.slots import find_palette
+
+    frames = FIT["batch"]["frames"]
+    _, colours, sizes = find_palette(frames, 4)
+    want = sorted(np.array([o["rgb"] for o in spec["objects"]]) / 255.0, key=tuple)
+    assert colours.shape == (3, 3) and np.allclose(colours.numpy(), want, atol=0.03), colours
+    assert torch.all(sizes > 10)
+    model = _model("slots", spec)
+    assert model.active.tolist() == [1.0, 1.0, 1.0, 0.0]
+
+    def pos_px():
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return model.eval().loss(_batch(dataset, b=8, t=8, seed=99), 0)[1]["pos_px"]
+    before = pos_px()
+    _train(model, dataset, steps=40, batch=8, t=8, lr=3e-3)
+    assert pos_px() < 0.8 * before, (before, pos_px())
+    batch = _batch(dataset, b=6, t=8, seed=11)
+    frames, actions, proprio = _context(batch)
+    with torch.no_grad():
+        s = model.encode(frames, actions, proprio)
+        right, _ = model.rollout(s, torch.tensor([1.0, 0.0]).expand(6, 4, 2).clone())
+        left, _ = model.rollout(s, torch.tensor([-1.0, 0.0]).expand(6, 4, 2).clone())
+        moved = (right["pos"] - left["pos"])[:, :, 0].mean(0)        # x displacement per slot
+        img = model.decode(s).numpy()
+    pusher = int(np.argmin(np.abs(colours.numpy() - np.array(spec["objects"][0]["rgb"]) / 255).sum(1)))
+    assert moved[pusher] > 0.02 and moved[pusher] == moved.max(), moved
+    from embodied.vision import colour_centroid
+    for k, obj in enumerate(sorted(spec["objects"], key=lambda o: tuple(o["rgb"]))):
+        xy, present = colour_centroid(img, obj["rgb"])
+        seen = present & (model.observe(frames_to_float(frames[:, -1]))[1][:, k] >= 1).numpy()
+        slot_px = (s["pos"][:, k].numpy() + 1) * 32 - 0.5
+        assert np.all(np.linalg.norm(xy[seen] - slot_px[seen], axis=-1) < 1.5), (obj["name"], xy, slot_px)
 
 
 @pytest.mark.parametrize("arch", ["recurrent", "transformer"])

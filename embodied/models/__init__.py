@@ -14,11 +14,13 @@ from __future__ import annotations
 from embodied.models.base import Abilities, State, WorldModel, cat_states, index_state, repeat_state, state_batch
 from embodied.models.learned import config_from_dict
 from embodied.models.recurrent import RecurrentConfig, RecurrentWorldModel
+from embodied.models.slots import SlotsConfig, SlotsWorldModel
 from embodied.models.transformer import TransformerConfig, TransformerWorldModel
 
 MODELS = {
     "recurrent": (RecurrentWorldModel, RecurrentConfig),
     "transformer": (TransformerWorldModel, TransformerConfig),
+    "slots": (SlotsWorldModel, SlotsConfig),
 }
 
 
@@ -36,5 +38,6 @@ def build_model(model_cfg: dict | None, spec: dict) -> WorldModel:
 
 
 __all__ = ["MODELS", "build_model", "Abilities", "State", "WorldModel", "repeat_state", "index_state", "cat_states",
-           "state_batch", "RecurrentConfig", "RecurrentWorldModel", "TransformerConfig", "TransformerWorldModel"]
+           "state_batch", "RecurrentConfig", "RecurrentWorldModel", "TransformerConfig", "TransformerWorldModel",
+           "SlotsConfig", "SlotsWorldModel"]
 

@@ -121,6 +121,9 @@ class LearnedWorldModel(WorldModel):
         """JSON-able dict that rebuilds this model with ``build_model(model.config, model.spec)``."""
         return {"arch": self.arch, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()}}
 
+    def fit_data(self, batch: dict) -> None:
+        """Data-dependent set-up from a sample batch before the first training step (default: nothing)."""
+
     def forward(self, batch: dict, step: int = 0):
         """Same as ``loss``: lets DistributedDataParallel(model)(batch, step) sync gradients."""
         return self.loss(batch, step)

@@ -1,0 +1,344 @@
+"""Factored state: one slot per object, an interaction network between slots, sprites composed over the scene.
+
+State: ``{"pos": (B,K,2), "vel": (B,K,2)}``, the image-plane position (x = column,
+y = row, in [-1, 1]) and per-step velocity of each of the K slots. Slot k is always
+the same object: slots are bound to the colours of a palette found in the
+training data (:func:`find_palette`), nothing is written per task.
+
+* **Perception** (``encode``): colour-keyed attention. Each slot attends to the
+  pixels near its palette colour; the attention-weighted mean coordinate is the
+  observed position and the attended mass over the object's usual size its
+  visibility. A slot whose object is hidden (under an occluder, behind another
+  object) or only partly seen keeps the position its dynamics predict: the
+  filter mixes observation and prediction by visibility.
+* **Dynamics** (``step``): an interaction network. An edge MLP reads each
+  ordered pair (relative position, distance, relative velocity, both slots'
+  identities, the action), messages are summed per receiving slot, and a node
+  MLP (position, velocity, identity, action, messages) outputs the change of
+  velocity; position integrates velocity. The action reaches every node and edge,
+  so the network learns which slot the action drives and that another slot moves
+  only through contact; velocity in the state keeps a hidden object moving.
+* **Rendering** (``decode``): a learned sprite (alpha mask) and colour per slot,
+  placed at the slot's position and composed by a learned depth order over a
+  learned background; a learned static front layer (the scene's occluders)
+  covers what passes under it. The pixels of a slot are the model's belief
+  about its object.
+* **Heads**: reward and proprio read the slots' positions, velocities and
+  pairwise distances; ``goal_distance`` compares slot positions.
+
+Training (``loss``): the filter over ``context`` real frames, then an open-loop
+rollout over the rest of the window: position error against the observed
+positions wherever the object is fully seen, pixel error of the rendered
+frames (filtered and open-loop), reward and proprio errors.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from embodied.errors import UserError
+from embodied.models.base import State, repeat_state
+from embodied.models.codec import (FLOOR_RGB, coord_grid, float_to_frames, foreground_mask, foreground_weighted_mse,
+                                   frames_to_float, mlp)
+from embodied.models.learned import LearnedWorldModel, check_fields
+
+VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
+PALETTE_MIN_SHARE = 0.01  # a colour must cover this share of the changing pixels to get a slot
+RENDERED = 4              # frames per training window that are rendered for the pixel loss
+
+
+@dataclass
+class SlotsConfig:
+    """Defaults: the recipe measured on push and occlusion (README, "Object-factored model")."""
+
+    context: int = 4            # real frames ``encode`` expects
+    slots: int = 4              # the most objects; the palette found in the data fills the first ones
+    sprite: int = 16            # sprite resolution (cells per side)
+    sprite_px: int = 24         # sprite window width in pixels (the largest object must fit)
+    hidden: int = 128           # interaction-network width
+    colour_tol: float = 0.12    # width of the colour key (fraction of full scale)
+    see_from: float = 0.6       # visibility (seen share of the usual size) below which a slot is not corrected
+    see_full: float = 0.9       # ... above which it is fully corrected
+    pos_weight: float = 100.0   # open-loop position error (image units)
+    pixel_weight: float = 1.0   # rendered frames (foreground-weighted MSE)
+    reward_weight: float = 1.0
+    proprio_weight: float = 1.0
+    object_weight: float = 0.0  # object-position head on the dataset's object tracks (training signal only)
+    fg_weight: float = 10.0
+    proprio_dropout: float = 0.0
+    floor_rgb: tuple = FLOOR_RGB
+
+    def __post_init__(self):
+        check_fields(self, positive=("context", "slots", "sprite", "sprite_px", "hidden"),
+                     non_negative=("pos_weight", "pixel_weight", "reward_weight", "proprio_weight",
+                                   "object_weight", "fg_weight"),
+                     fractions=("proprio_dropout",))
+        if not 0 < self.colour_tol < 1:
+            raise UserError(f"model.colour_tol = {self.colour_tol} must be between 0 and 1")
+        if not 0 <= self.see_from < self.see_full <= 1:
+            raise UserError(f"model.see_from = {self.see_from} and model.see_full = {self.see_full} must satisfy "
+                            "0 <= see_from < see_full <= 1")
+
+
+def find_palette(frames: torch.Tensor, slots: int, min_share: float = PALETTE_MIN_SHARE):
+    """The scene's background and the colours of the objects that move over it, from sample frames.
+
+    ``frames`` (N,H,W,3) uint8 from many episodes. The background is the per-pixel
+    median; pixels away from it are the objects. Their colours (quantised to 8
+    levels of 256) that cover at least ``min_share`` of those pixels are the
+    palette, the most common ``slots`` kept, sorted by RGB so the order does not
+    depend on the sample. Returns (background (H,W,3) uint8, colours (k,3) float
+    in [0,1], usual size in pixels (k,)).
+    """
+    frames = frames.reshape(-1, *frames.shape[-3:])
+    background = frames.median(dim=0).values
+    moving = (frames.int() - background.int()).abs().amax(-1) > 30             # (N,H,W)
+    pixels = frames[moving]                                                      # (M,3)
+    if pixels.shape[0] == 0:
+        return background, torch.zeros(0, 3), torch.zeros(0)
+    quant = torch.div(pixels, 32, rounding_mode="floor")
+    keys, inverse, counts = torch.unique(quant, dim=0, return_inverse=True, return_counts=True)
+    # the scenery's own colours (floor, occluders) are never objects, even where an object stood still
+    scenery, scenery_counts = torch.unique(torch.div(background.reshape(-1, 3), 32, rounding_mode="floor"), dim=0,
+                                           return_counts=True)
+    scenery = scenery[scenery_counts >= 0.05 * background.shape[0] * background.shape[1]]
+    is_scenery = (keys[:, None, :] == scenery[None]).all(-1).any(-1)
+    order = torch.argsort(counts, descending=True)
+    chosen = [int(i) for i in order if counts[i] >= min_share * pixels.shape[0] and not is_scenery[i]][:slots]
+    colours = torch.stack([pixels[inverse == i].float().mean(0) / 255.0 for i in chosen]) if chosen \
+        else torch.zeros(0, 3)
+    colours = colours[sorted(range(len(chosen)), key=lambda j: tuple(colours[j].tolist()))]
+    sizes = []
+    for c in colours:
+        near = ((frames.float() / 255.0 - c).abs().amax(-1) < 0.1) & moving     # (N,H,W)
+        count = near.flatten(1).sum(1).float()
+        sizes.append(count[count > 0].median() if (count > 0).any() else torch.tensor(1.0))
+    return background, colours, torch.stack(sizes) if sizes else torch.zeros(0)
+
+
+class SlotsWorldModel(LearnedWorldModel):
+    """Object-factored world model: colour-keyed slots, interaction-network dynamics, sprite rendering."""
+
+    arch = "slots"
+
+    def __init__(self, cfg: SlotsConfig, spec: dict):
+        super().__init__(cfg, spec)
+        c, K, S, A = cfg, cfg.slots, self.image_size, self.action_dim
+        if c.sprite_px > S:
+            raise UserError(f"model.sprite_px = {c.sprite_px} is larger than the {S}-pixel frames")
+        P = max(self.proprio_dim, 1)
+        # found in the data by fit_data(); buffers so they travel in the checkpoint
+        self.register_buffer("palette", torch.zeros(K, 3))
+        self.register_buffer("usual_size", torch.ones(K))
+        self.register_buffer("active", torch.zeros(K))
+        self.register_buffer("grid", coord_grid(S).permute(1, 2, 0).reshape(1, S * S, 2), persistent=False)
+        self.register_buffer("ident", torch.eye(K), persistent=False)
+        # renderer
+        self.background = nn.Parameter(torch.full((3, S, S), 0.15))
+        self.front = nn.Parameter(torch.full((1, S, S), -4.0))
+        self.colours = nn.Parameter(torch.full((K, 3), 0.5))
+        self.sprites = nn.Parameter(torch.zeros(K, 1, c.sprite, c.sprite))
+        self.depth = nn.Parameter(torch.zeros(K))
+        # dynamics
+        edge_in = 2 + 1 + 2 + 2 * K + A
+        self.edge = mlp(edge_in, c.hidden, c.hidden, layers=2)
+        self.node = mlp(4 + K + A + c.hidden, c.hidden, 2, layers=2)
+        with torch.no_grad():
+            self.node[-1].weight.mul_(0.1)
+            self.node[-1].bias.zero_()
+        feat = self.feat_dim = 4 * K + K * (K - 1) // 2
+        self.reward_head = mlp(feat, c.hidden, 1, layers=2)
+        self.proprio_head = mlp(feat, c.hidden, P, layers=1)
+        self.object_head = self._make_object_head(feat)
+
+    # -- data-dependent start ------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_data(self, batch: dict) -> None:
+        """Find the palette, background and sprite sizes in a sample batch (before training)."""
+        background, colours, sizes = find_palette(batch["frames"].cpu(), self.cfg.slots)
+        if colours.shape[0] == 0:
+            raise UserError("model.arch=slots found no objects moving over a static background in the data; "
+                            "use arch=recurrent or arch=transformer for this dataset")
+        n, dev = colours.shape[0], self.palette.device
+        self.palette.zero_()
+        self.palette[:n] = colours.to(dev)
+        self.usual_size.fill_(1.0)
+        self.usual_size[:n] = sizes.to(dev)
+        self.active.zero_()
+        self.active[:n] = 1.0
+        self.background.copy_(background.to(dev).permute(2, 0, 1).float() / 255.0)
+        self.colours.copy_(self.palette + 0.5 * (1 - self.active[:, None]))
+        # a disc of the object's usual area, in sprite cells
+        cells = self.cfg.sprite / self.cfg.sprite_px
+        radius = (self.usual_size / math.pi).sqrt() * cells
+        r = torch.arange(self.cfg.sprite, device=dev).float() - (self.cfg.sprite - 1) / 2
+        dist = (r[None, :] ** 2 + r[:, None] ** 2).sqrt()
+        self.sprites.copy_(4.0 * (radius[:, None, None] - dist)[:, None].clamp(-3, 3))
+
+    def _check_ready(self) -> None:
+        if not bool(self.active.any()):
+            raise ValueError("this slots model has no palette yet: it is found from the data when training starts "
+                             "(embodied train)")
+
+    # -- perception ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (N,3,H,W) in [0,1] -> observed positions (N,K,2) and visibility weights (N,K) in [0,1]."""
+        n = x.shape[0]
+        pix = x.flatten(2).transpose(1, 2)                                       # (N,HW,3)
+        d2 = (pix ** 2).sum(-1, keepdim=True) - 2 * pix @ self.palette.T + (self.palette ** 2).sum(-1)
+        att = torch.exp(-d2.clamp(min=0) / (2 * self.cfg.colour_tol ** 2))      # (N,HW,K)
+        mass = att.sum(1)                                                        # (N,K)
+        pos = att.transpose(1, 2) @ self.grid[0] / (mass[..., None] + 1e-6)
+        seen = mass / self.usual_size
+        c = self.cfg
+        weight = ((seen - c.see_from) / (c.see_full - c.see_from)).clamp(0, 1) * self.active
+        return pos.view(n, -1, 2), weight
+
+    def _filter(self, pos_obs: torch.Tensor, weight: torch.Tensor, a: torch.Tensor):
+        """Filtered (pos, vel) per frame: (B,T,K,2) each, from observations (B,T,K,2), weights (B,T,K)."""
+        pos = pos_obs[:, 0] * (weight[:, 0, :, None] > 0)
+        vel = torch.zeros_like(pos)
+        out_p, out_v = [pos], [vel]
+        for t in range(1, pos_obs.shape[1]):
+            p_pred, v_pred = self._dynamics(pos, vel, a[:, t - 1])
+            g = weight[:, t, :, None]
+            new_pos = g * pos_obs[:, t] + (1 - g) * p_pred
+            vel = g * (pos_obs[:, t] - pos) + (1 - g) * v_pred
+            pos = new_pos
+            out_p.append(pos)
+            out_v.append(vel)
+        return torch.stack(out_p, 1), torch.stack(out_v, 1)
+
+    # -- dynamics ------------------------------------------------------------------------------
+    def _dynamics(self, pos: torch.Tensor, vel: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One interaction-network step: (B,K,2) positions and velocities, (B,A) action -> next (pos, vel)."""
+        b, k = pos.shape[:2]
+        ident = self.ident.expand(b, k, k)
+        act = a[:, None, :].expand(b, k, a.shape[-1])
+        v = vel / VEL_SCALE
+        rel = pos[:, None, :, :] - pos[:, :, None, :]                            # [b, i, j] = pos_j - pos_i
+        dist = rel.norm(dim=-1, keepdim=True)
+        rel_v = v[:, None, :, :] - v[:, :, None, :]
+        edge_in = torch.cat([rel, dist, rel_v, ident[:, :, None, :].expand(b, k, k, k),
+                             ident[:, None, :, :].expand(b, k, k, k), act[:, :, None, :].expand(b, k, k, act.shape[-1])],
+                            -1)
+        mask = (1 - self.ident) * self.active[None, :] * self.active[:, None]   # [i, j]: j sends to i
+        msg = (self.edge(edge_in) * mask[None, :, :, None]).sum(2)
+        dv = self.node(torch.cat([pos, v, ident, act, msg], -1)) * VEL_SCALE
+        vel = (vel + dv) * self.active[None, :, None]
+        return pos + vel, vel
+
+    # -- rendering -----------------------------------------------------------------------------
+    def _render(self, pos: torch.Tensor) -> torch.Tensor:
+        """Positions (N,K,2) -> frames (N,3,H,W) in [0,1]."""
+        n, k = pos.shape[:2]
+        s = self.image_size
+        half = self.cfg.sprite_px / s                                            # sprite half width, image units
+        grid = (self.grid[None] - pos.reshape(n * k, 1, 1, 2)) / half            # (N*K,1,HW,2)
+        alpha = torch.sigmoid(self.sprites).repeat(n, 1, 1, 1)                  # (N*K,1,S',S')
+        a = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        a = a.view(n, k, s, s) * self.active[None, :, None, None]
+        none = torch.prod(1 - a, dim=1, keepdim=True)                            # (N,1,H,W)
+        w = a * torch.exp(self.depth - self.depth.max())[None, :, None, None]
+        w = w / (w.sum(1, keepdim=True) + 1e-6)
+        colours = self.colours.clamp(0, 1)
+        objects = torch.einsum("nkhw,kc->nchw", w, colours)
+        img = none * self.background[None] + (1 - none) * objects
+        front = torch.sigmoid(self.front)[None]
+        return front * self.background[None] + (1 - front) * img
+
+    # -- interface -----------------------------------------------------------------------------
+    def features(self, state: State) -> torch.Tensor:
+        """Slot positions, velocities (scaled) and pairwise distances (B, 4K + K(K-1)/2)."""
+        pos, vel = state["pos"], state["vel"]
+        k = pos.shape[1]
+        i, j = torch.triu_indices(k, k, 1, device=pos.device)
+        dist = (pos[:, i] - pos[:, j]).norm(dim=-1)
+        act = self.active[None, :, None]
+        return torch.cat([(pos * act).flatten(1), (vel / VEL_SCALE * act).flatten(1), dist * self.active[i] *
+                          self.active[j]], -1)
+
+    def encode(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None,
+               sim_state: torch.Tensor | None = None) -> State:
+        self._check_ready()
+        dev = self.palette.device
+        b, t = frames.shape[:2]
+        x = frames_to_float(frames.to(dev))
+        a = actions.float().to(dev).clamp(-1, 1).reshape(b, -1, self.action_dim)
+        pos_obs, weight = self.observe(x.flatten(0, 1))
+        pos, vel = self._filter(pos_obs.view(b, t, -1, 2), weight.view(b, t, -1), a)
+        return {"pos": pos[:, -1], "vel": vel[:, -1]}
+
+    def step(self, state: State, action: torch.Tensor) -> State:
+        a = action.float().reshape(state["pos"].shape[0], self.action_dim).clamp(-1, 1)
+        pos, vel = self._dynamics(state["pos"], state["vel"], a)
+        return {"pos": pos, "vel": vel}
+
+    def decode(self, state: State) -> torch.Tensor:
+        return float_to_frames(self._render(state["pos"]))
+
+    def reward(self, state: State) -> torch.Tensor:
+        return self.rnorm.inverse(self.reward_head(self.features(state)))[:, 0]
+
+    def goal_distance(self, state: State, goal: State) -> torch.Tensor:
+        goal = repeat_state(goal, state["pos"].shape[0])
+        return ((state["pos"] - goal["pos"]).norm(dim=-1) * self.active).sum(-1)
+
+    @torch.no_grad()
+    def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
+        state = repeat_state(state, actions.shape[0])
+        pos, vel, rewards = state["pos"], state["vel"], []
+        for t in range(actions.shape[1]):
+            pos, vel = self._dynamics(pos, vel, actions[:, t].float().clamp(-1, 1))
+            rewards.append(self.reward({"pos": pos, "vel": vel}))
+        return {"pos": pos, "vel": vel}, torch.stack(rewards, 1)
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict]:
+        self._check_ready()
+        c = self.cfg
+        d = self._prepare(batch)
+        x, p, a, r = d["x"], d["p"], d["a"], d["r"]
+        b, t = x.shape[:2]
+        ctx = max(1, min(c.context, t - 1))
+        pos_obs, weight = self.observe(x.flatten(0, 1))
+        pos_obs, weight = pos_obs.view(b, t, -1, 2), weight.view(b, t, -1)
+        f_pos, f_vel = self._filter(pos_obs[:, :ctx], weight[:, :ctx], a)
+        pos, vel, ol_p, ol_v = f_pos[:, -1], f_vel[:, -1], [], []
+        for k in range(t - ctx):
+            pos, vel = self._dynamics(pos, vel, a[:, ctx - 1 + k])
+            ol_p.append(pos)
+            ol_v.append(vel)
+        ol_p, ol_v = torch.stack(ol_p, 1), torch.stack(ol_v, 1)                  # (B,H,K,2)
+        g = (weight[:, ctx:] >= 1).float()[..., None]
+        err = F.smooth_l1_loss(ol_p, pos_obs[:, ctx:], reduction="none", beta=0.02)
+        l_pos = (err * g).sum() / (2 * g.sum() + 1e-6)
+
+        all_p, all_v = torch.cat([f_pos, ol_p], 1), torch.cat([f_vel, ol_v], 1)  # (B,T,K,2)
+        # render the last context frame and a few open-loop frames (rendering every frame costs most of a step)
+        shown = torch.cat([torch.tensor([ctx - 1]), ctx + torch.randperm(t - ctx)[:RENDERED - 1]]).to(x.device)
+        frames = self._render(all_p[:, shown].flatten(0, 1)).view(b, len(shown), *x.shape[2:])
+        l_pix = 100.0 * self._weighted_mse(frames, x[:, shown])
+        feats = self.features({"pos": all_p.flatten(0, 1), "vel": all_v.flatten(0, 1)}).view(b, t, -1)
+        l_rew = ((self.reward_head(feats[:, 1:])[..., 0] - r) ** 2).mean()
+        pmask = d["pmask"]
+        l_prop = (((self.proprio_head(feats) - p) ** 2) * pmask).mean() if self.proprio_dim else x.new_zeros(())
+        l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else x.new_zeros(())
+        total = (c.pos_weight * l_pos + c.pixel_weight * l_pix + c.reward_weight * l_rew
+                 + c.proprio_weight * l_prop + c.object_weight * l_obj)
+        with torch.no_grad():
+            px = (((ol_p - pos_obs[:, ctx:]).norm(dim=-1) * g[..., 0]).sum() / (g.sum() + 1e-6)) * self.image_size / 2
+            mse_last = ((frames[:, -1].clamp(0, 1) - x[:, shown[-1]]) ** 2).mean()
+        metrics = {"loss": total.item(), "pos": l_pos.item(), "pos_px": px.item(), "pixels": l_pix.item(),
+                   "reward": l_rew.item(), "proprio": l_prop.item(), "objects": l_obj.item(),
+                   "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
+        return total, metrics
+
+    def _weighted_mse(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        extra = foreground_mask(pred.detach().clamp(0, 1), self.cfg.floor_rgb)
+        return foreground_weighted_mse(pred, target, self.cfg.fg_weight, extra, self.cfg.floor_rgb)
