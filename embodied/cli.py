@@ -14,6 +14,8 @@ import embodied  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
 
 SUBCOMMANDS = {
     "collect": "collect MuJoCo episodes into a dataset",
+    "import": "turn a LeRobot dataset (v2.0/v2.1) into a dataset",
+    "export": "write a dataset as a LeRobot dataset (v2.1)",
     "train": "train a world model on a dataset",
     "plan": "run receding-horizon MPC in the real task",
     "policy": "train an SB3 policy inside a world model and evaluate it in the real task",
@@ -21,7 +23,9 @@ SUBCOMMANDS = {
     "compare": "compare several world models on the same probes",
     "bench": "measure MuJoCo, imagination, planning and training throughput",
     "demo": "collect, train, plan, validate and report on the default task",
+    "report": "write one HTML page for a run folder: curves, held-out metrics, videos, plans, probes",
 }
+MODULES = {"import": "data_import", "export": "data_export"}  # module names that differ (`import` is a keyword)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -29,7 +33,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embodied", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in SUBCOMMANDS.items():
-        module = f"embodied.commands.{name}"
+        module = f"embodied.commands.{MODULES.get(name, name)}"
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         if name == command:

@@ -51,13 +51,14 @@ def reach_data(tmp_path_factory):
 
 def _save_run(arch: str, data, out):
     from embodied import checkpoint
-    from embodied.data import read_manifest
+    from embodied.data import Dataset, WindowSampler, read_manifest
     from embodied.models import build_model
 
     man = read_manifest(data)
     spec = {k: man[k] for k in ("task", "image_size", "action_dim", "proprio_dim", "objects")}
     torch.manual_seed(0)
     model = build_model(TINY.get(arch, {"arch": arch}), spec)  # an architecture without a tiny config: its defaults
+    model.fit_data(WindowSampler(Dataset(data, "reach").episodes, 6).sample(16, np.random.default_rng(0)))
     checkpoint.save(out, model, spec=spec, train_config={"task": "reach", "data": {"path": str(data)}})
     return out
 

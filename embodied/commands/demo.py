@@ -14,6 +14,7 @@ from pathlib import Path
 from embodied.cli import main as cli
 from embodied.errors import UserError
 from embodied.io import check_writable
+from embodied.run_page import write_run_page
 
 SCALES = {
     # episodes to collect, training overrides, MPC episodes, validation preset
@@ -77,4 +78,5 @@ def run(args) -> int:
         shown = "n/a (probe did not separate the baselines)" if score is None else f"{score:.0f} / 100"
         print(f"  probe {probe:18s} model score {shown}")
     print(f"  report: {(out / 'validation' / 'report.html').resolve()}")
+    print(f"  run page: {write_run_page(model).resolve()}")
     return 0

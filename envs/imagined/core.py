@@ -102,7 +102,9 @@ class ImaginationCore:
         self.context = m.max_context
         self.action_dim, self.image_size, self.proprio_dim = m.action_dim, m.image_size, m.proprio_dim
         self.horizon = int(horizon) if horizon else task_horizon(self.task)
-        self._margin = None if m.abilities.success else task_class(self.task).reward_success_margin
+        # a task with no simulator here (an imported robot dataset) has no success rule: success is not reported
+        simulated = canonical_task(self.task) in TASKS or self.task in gym.registry
+        self._margin = None if m.abilities.success or not simulated else task_class(self.task).reward_success_margin
         self.has_success = m.abilities.success or self._margin is not None
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)

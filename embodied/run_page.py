@@ -1,0 +1,654 @@
+"""One HTML page per run folder: what `embodied train` made, and what was done with it since.
+
+``write_run_page(run_dir)`` writes ``run_dir/index.html`` and its pictures under
+``run_dir/page/``:
+
+- a header: task, architecture, parameters, steps, training time, data folder and the command;
+- training curves from the TensorBoard event files in ``tb/`` (loss, its terms, held-out PSNR
+  against copy-last during training, gradient norm and learning rate), as PNGs (matplotlib, Agg);
+- the held-out metrics of ``metrics.json`` against the copy-last-frame baseline, per horizon;
+- the latest ``videos/step_*.mp4`` as an animated GIF of real | imagined | difference and a PNG
+  strip of the first window at a few horizons;
+- planning results (``plan.json`` of `embodied plan` with this model) beside the MuJoCo oracle's;
+- probe scores of `embodied validate` (``validation.json``), linked to its ``report.html``.
+
+Plan and validation results are found inside the run folder (any depth up to two), in the run
+folder's sibling folders (the layout of `embodied demo`) and in ``runs/plan/`` (where `embodied
+plan` writes by default); a result belongs to this run when the model path it records is this
+folder. A missing part is one line saying which command makes it. Every link is relative and
+nothing is loaded from the network. With ``out`` outside the run folder, the pictures go to
+``<out stem>_files/`` beside it and the run folder is only read.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from embodied.errors import UserError
+from embodied.io import atomic_write_bytes, atomic_write_json, write_video
+from embodied.report import CSS, _fmt, _plt, triptych
+
+PAGE_DIR = "page"
+CURVES_VERSION = 1   # bump when plot_training draws differently: cached plots are redrawn
+VIDEO_SCALE = 2      # embodied.evaluate.side_by_side upscales each frame 2x and separates panels by 2 pixels
+DIFF_NOISE = 16      # video-codec noise in |real - imagined| (measured: 99th percentile ~15 on identical frames)
+STRIP_HORIZONS = (1, 2, 4, 8, 16, 32, 64, 128)
+NOT_CURVES = {"loss", "lr", "frames_per_s", "grad_norm", "psnr_last"}  # train/* scalars that are not loss terms
+SKIP_DIRS = {"tb", "videos", PAGE_DIR, "rounds"}
+METRIC_NAMES = {"psnr": ("PSNR", "dB", True), "ssim": ("SSIM", "", True),  # (label, unit, higher is better)
+                "body_err": ("body position error", "px", False)}
+
+PAGE_CSS = CSS + """
+.facts td,.facts th{text-align:left;border:none;padding:2px 12px 2px 0}
+.facts th{background:none;color:#555;font-weight:normal;white-space:nowrap}
+#plan-table td:nth-child(7){white-space:nowrap}
+.better{color:#070;font-weight:600}.worse{color:#b00;font-weight:600}.same{color:#555}
+.notrun{color:#666;font-style:italic}.notrun code{font-style:normal}
+nav a{margin-right:1em}section{margin-top:2em;border-top:1px solid #ddd}
+.plots img{max-width:49%}.wide img{max-width:100%}
+.validation-table td:nth-child(2),.validation-table th:nth-child(2){text-align:left}
+"""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def is_run_folder(path: Path) -> bool:
+    """A folder made by `embodied train`: it holds a checkpoint (config.json) or held-out metrics."""
+    path = Path(path)
+    return path.is_dir() and ((path / "config.json").is_file() or (path / "metrics.json").is_file())
+
+
+def _read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(content, None), or (None, why) for a missing or unreadable file: the page says so, never fails."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as err:
+        return None, f"{path.name} could not be read ({type(err).__name__}: {err})"
+    return (obj, None) if isinstance(obj, dict) else (None, f"{path.name} is not a JSON object")
+
+
+def read_scalars(tb_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """Every TensorBoard scalar under ``tb_dir`` as tag -> (steps, values), one value per step.
+
+    ``train/loss`` is logged twice per step by `embodied train` (the all-reduced loss, then the
+    model's own log of it); the first value of a step is kept.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags().get("scalars", []):
+        seen: dict[int, float] = {}
+        for e in acc.Scalars(tag):
+            seen.setdefault(int(e.step), float(e.value))
+        steps = sorted(seen)
+        out[tag] = (steps, [seen[s] for s in steps])
+    return out
+
+
+def _heldout_rows(metrics: dict) -> list[tuple[str, int, float | None, float | None]]:
+    """(metric, horizon, model, copy_last) for every held-out metric that has a copy-last twin."""
+    rows = []
+    for key, value in metrics.items():
+        m = re.fullmatch(r"heldout\.(?!copy_last_)(\w+)_h(\d+)", key)
+        if m and f"heldout.copy_last_{m.group(1)}_h{m.group(2)}" in metrics:
+            rows.append((m.group(1), int(m.group(2)), value, metrics[f"heldout.copy_last_{m.group(1)}_h{m.group(2)}"]))
+    order = list(METRIC_NAMES)
+    return sorted(rows, key=lambda r: (order.index(r[0]) if r[0] in order else len(order), r[0], r[1]))
+
+
+def _same_path(a, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == b.resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def find_results(run_dir: Path, filename: str) -> list[tuple[Path, dict]]:
+    """Every readable ``filename`` (plan.json, validation.json) in the places a run's results are kept."""
+    run_dir = Path(run_dir)
+    candidates = [run_dir / filename]
+    for sub in sorted(p for p in _subdirs(run_dir) if p.name not in SKIP_DIRS):
+        candidates += [sub / filename] + [s / filename for s in _subdirs(sub)]
+    parent = run_dir.resolve().parent
+    candidates += [s / filename for s in _subdirs(parent)]
+    candidates += [s / filename for s in _subdirs(parent / "plan")]
+    candidates += [s / filename for s in _subdirs(Path("runs") / "plan")]
+    found, seen = [], set()
+    for path in candidates:
+        try:
+            key = path.resolve()
+            if key in seen or not path.is_file():
+                continue
+        except OSError:
+            continue
+        seen.add(key)
+        obj, _ = _read_json(path)
+        if obj is not None:
+            found.append((path, obj))
+    return found
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return sorted(p for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------- pictures
+
+def _save_png(plt, fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")  # margins are set by the caller: tight_layout costs more than the rest
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _ema(values: list[float], alpha: float) -> list[float]:
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None or not math.isfinite(acc) else alpha * acc + (1 - alpha) * v
+        out.append(acc)
+    return out
+
+
+def _log_if_wide(ax, values) -> None:
+    v = [x for x in values if math.isfinite(x)]
+    if v and min(v) > 0 and max(v) / min(v) > 20:
+        ax.set_yscale("log")
+
+
+def plot_training(scalars: dict, assets: Path) -> list[tuple[Path, str]]:
+    """PNGs of the training curves; returns (path, caption) per plot."""
+    plt = _plt()
+    plots = []
+
+    def figure(title, twin=False):
+        fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
+        fig.subplots_adjust(left=0.14, right=0.83 if twin else 0.97, bottom=0.14, top=0.91)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        return fig, ax
+
+    def marker(steps):  # few points: show each
+        return "o" if len(steps) <= 30 else None
+
+    if "train/loss" in scalars:
+        steps, values = scalars["train/loss"]
+        fig, ax = figure("training loss")
+        ax.plot(steps, values, color="tab:blue", alpha=0.35 if len(steps) > 30 else 1, marker=marker(steps), ms=3,
+                label="loss")
+        if len(steps) > 30:
+            ax.plot(steps, _ema(values, 0.9), color="tab:blue", lw=2, label="smoothed (EMA 0.9)")
+        _log_if_wide(ax, values)
+        ax.legend(fontsize=7)
+        plots.append((_save_png(plt, fig, assets / "loss.png"), "training loss (train/loss)"))
+    terms = {t.split("/", 1)[1]: sv for t, sv in scalars.items()
+             if t.startswith("train/") and t.split("/", 1)[1] not in NOT_CURVES}
+    if terms:
+        fig, ax = figure("loss terms")
+        colours = plt.get_cmap("tab10")
+        for i, (name, (steps, values)) in enumerate(sorted(terms.items())):
+            ys = _ema(values, 0.9) if len(steps) > 30 else values
+            ax.plot(steps, ys, label=name, color=colours(i % 10), marker=marker(steps), ms=2)
+        _log_if_wide(ax, [v for _, vs in terms.values() for v in vs])
+        ax.legend(fontsize=7, ncol=2)
+        plots.append((_save_png(plt, fig, assets / "loss_terms.png"),
+                      "terms of the loss (train/*" + (", smoothed" if any(len(s) > 30 for s, _ in terms.values())
+                                                      else "") + ")"))
+    psnr = sorted((int(t.rsplit("_h", 1)[1]), t) for t in scalars
+                  if re.fullmatch(r"heldout/psnr_h\d+", t) and t.replace("psnr", "copy_last_psnr") in scalars)
+    if psnr:
+        fig, ax = figure("held-out PSNR during training")
+        colours = plt.get_cmap("viridis")
+        for i, (h, tag) in enumerate(psnr):
+            c = colours(i / max(1, len(psnr) - 1) * 0.85)
+            for t, style, label in ((tag, {"lw": 2}, f"model h{h}"),
+                                    (tag.replace("psnr", "copy_last_psnr"), {"ls": "--"}, f"copy-last h{h}")):
+                steps, values = scalars[t]
+                ax.plot(steps, values, color=c, marker=marker(steps), ms=3, label=label, **style)
+        ax.set_ylabel("PSNR (dB, higher is better)", fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
+        plots.append((_save_png(plt, fig, assets / "heldout_psnr.png"),
+                      "held-out PSNR at each horizon: model (solid) against copy-last (dashed)"))
+    if "train/grad_norm" in scalars or "train/lr" in scalars:
+        fig, ax = figure("optimisation", twin="train/lr" in scalars)
+        handles = []
+        if "train/grad_norm" in scalars:
+            steps, values = scalars["train/grad_norm"]
+            handles += ax.plot(steps, values, color="tab:red", alpha=0.8, marker=marker(steps), ms=2,
+                               label="gradient norm")
+            _log_if_wide(ax, values)
+            ax.set_ylabel("gradient norm (before clipping)", fontsize=8)
+        if "train/lr" in scalars:
+            steps, values = scalars["train/lr"]
+            ax2 = ax.twinx()
+            handles += ax2.plot(steps, values, color="tab:gray", ls="--", label="learning rate")
+            ax2.set_ylabel("learning rate", fontsize=8)
+        ax.legend(handles=handles, fontsize=7)
+        plots.append((_save_png(plt, fig, assets / "optimisation.png"), "gradient norm and learning-rate schedule"))
+    return plots
+
+
+def split_video(frames: np.ndarray, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(real, imagined), each (windows, T, h, w, 3), from a `embodied train` real | imagined video.
+
+    The layout is :func:`embodied.evaluate.side_by_side`'s: one row per window, real then imagined,
+    2x upscaled, 2-pixel gaps, padded to a multiple of 16. None when the frames do not fit it.
+    """
+    s, (h, w) = VIDEO_SCALE, image_hw
+    _, height, width = frames.shape[:3]
+    pitch = s * (h + 2)
+    n = (height + 2 * s) // pitch
+    def pad16(x):
+        return x + (-x) % 16
+
+    if n < 1 or pad16(n * pitch - 2 * s) != height or pad16(s * (2 * w + 2)) != width:
+        return None
+    real = np.stack([frames[:, i * pitch:i * pitch + s * h, :s * w] for i in range(n)])
+    pred = np.stack([frames[:, i * pitch:i * pitch + s * h, s * (w + 2):s * (2 * w + 2)] for i in range(n)])
+    return real, pred
+
+
+def _panels(real: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """report.triptych of one window with the difference panel cleaned of codec noise and the imagined border."""
+    frames = triptych(real, pred, scale=1).copy()
+    w = real.shape[2]
+    diff = np.abs(real.astype(np.int16) - pred.astype(np.int16)).max(axis=-1)
+    diff = np.clip((diff - DIFF_NOISE) * 2, 0, 255).astype(np.uint8)
+    b = VIDEO_SCALE  # the imagined frames' red border is not an error
+    diff[:, :b], diff[:, -b:], diff[:, :, :b], diff[:, :, -b:] = 0, 0, 0, 0
+    frames[:, :, 2 * w + 4:] = diff[..., None]
+    return frames
+
+
+def video_pictures(video: Path, image_hw, context: int, assets: Path) -> tuple[Path, Path | None] | None:
+    """GIF of every window's real | imagined | difference, and a PNG strip of the first window; None
+    when the video cannot be read or has another layout. Skipped when already newer than the video."""
+    gif, strip = assets / f"video_{video.stem}.gif", assets / f"strip_{video.stem}.png"
+    mtime = video.stat().st_mtime
+    if gif.is_file() and strip.is_file() and min(gif.stat().st_mtime, strip.stat().st_mtime) >= mtime:
+        return gif, strip
+    import imageio.v3 as iio
+
+    try:
+        frames = np.asarray(iio.imread(video, index=None))
+    except Exception:  # noqa: BLE001  (no codec, a truncated file: the page links the video instead)
+        return None
+    if frames.ndim != 4 or frames.shape[-1] < 3:
+        return None
+    split = split_video(frames[..., :3], image_hw)
+    if split is None:
+        return None
+    real, pred = split
+    rows = [_panels(r, p) for r, p in zip(real, pred)]
+    gap = np.full((rows[0].shape[0], 4, rows[0].shape[2], 3), 255, np.uint8)
+    stacked = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=1)
+    pad_h, pad_w = (-stacked.shape[1]) % 16, (-stacked.shape[2]) % 16  # white, not write_video's black padding
+    stacked = np.pad(stacked, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=255)
+    write_video(gif, stacked, fps=6)
+    _strip(rows[0], real.shape[3], context, strip)
+    for old in (*assets.glob("video_*.gif"), *assets.glob("strip_*.png")):  # pictures of earlier videos
+        if old not in (gif, strip):
+            old.unlink(missing_ok=True)
+    return gif, strip
+
+
+def _strip(panels: np.ndarray, w: int, context: int, path: Path) -> Path:
+    """PNG: rows real / imagined / difference, columns the last context frame and a few horizons."""
+    plt = _plt()
+    t_max = panels.shape[0] - context
+    cols = [(context - 1, "last context frame")] + [(context - 1 + h, f"{h} step{'s' if h > 1 else ''} ahead")
+                                                     for h in STRIP_HORIZONS if h <= t_max]
+    if t_max > 0 and context - 1 + t_max not in [c for c, _ in cols]:
+        cols.append((context - 1 + t_max, f"{t_max} steps ahead"))
+    names = ("real", "imagined", "difference")
+    fig, axes = plt.subplots(3, len(cols), figsize=(1.45 * len(cols) + 0.4, 4.6), dpi=100, squeeze=False)
+    for j, (t, label) in enumerate(cols):
+        for i, name in enumerate(names):
+            ax = axes[i, j]
+            ax.imshow(panels[t, :, i * (w + 2):i * (w + 2) + w], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.subplots_adjust(left=0.35 / fig.get_figwidth(), right=0.99, bottom=0.01, top=0.94, wspace=0.05, hspace=0.05)
+    return _save_png(plt, fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+class _Page:
+    """Relative links from the page's folder, and the "not run yet" line."""
+
+    def __init__(self, out: Path):
+        self.base = out.parent.resolve()
+
+    def rel(self, path: Path) -> str:
+        return quote(Path(os.path.relpath(Path(path).resolve(), self.base)).as_posix())
+
+    def link(self, path: Path, text: str | None = None) -> str:
+        return f"<a href='{self.rel(path)}'>{html.escape(text or Path(path).name)}</a>"
+
+    @staticmethod
+    def not_run(what: str, command: str, why: str = "not run yet") -> str:
+        return (f"<p class='notrun'>{html.escape(what)}{': ' if what else ''}{why}: "
+                f"<code>{html.escape(command)}</code></p>")
+
+
+def _header(run_dir: Path, cfg: dict | None, metrics: dict | None, page: _Page, notes: list[str]) -> str:
+    cfg, m = cfg or {}, metrics or {}
+    run_cfg = cfg.get("run_config") or {}
+    task = m.get("task") or cfg.get("task") or run_cfg.get("task")
+    arch = m.get("arch") or cfg.get("arch") or (cfg.get("model") or {}).get("arch")
+    target = (run_cfg.get("train") or {}).get("steps")
+    step = cfg.get("step", m.get("checkpoint_step"))  # the checkpoint on disk, which plan and validate load
+    if m.get("final"):
+        status = "finished"
+    elif step is not None:
+        status = "stopped or still running; --resume continues it"
+    else:
+        status = "no checkpoint yet"
+    steps = f"{_fmt(step)}{f' of {target}' if target else ''} ({status})" if step is not None else status
+    wall, train_s = m.get("train.wall_s"), m.get("train.train_s")
+    minutes = (f"{_duration(wall)} wall clock" + (f", {_duration(train_s)} in training steps" if train_s else "")
+               + (f", {_fmt(m['train.frames_per_s'])} frames/s" if m.get("train.frames_per_s") else "")) \
+        if isinstance(wall, (int, float)) else "n/a"
+    params = m.get("params")
+    data = m.get("data") or (run_cfg.get("data") or {}).get("path")
+    command = m.get("command")
+    files = " ".join(page.link(run_dir / f) for f in ("config.json", "metrics.json") if (run_dir / f).is_file())
+    rows = [("task", f"<code>{html.escape(str(task))}</code>"), ("architecture", html.escape(str(arch))),
+            ("parameters", f"{params / 1e6:.2f}M ({params:,})" if isinstance(params, int) else "n/a"),
+            ("steps", html.escape(steps)), ("training time", html.escape(minutes)),
+            ("data folder", f"<code>{html.escape(str(data))}</code>" if data else "n/a"),
+            ("command", f"<code>{html.escape(command)}</code>" if command else
+             "<span class='note'>not recorded (trained from Python, or no evaluation yet)</span>"),
+            ("run folder", f"<code>{html.escape(str(run_dir.resolve()))}</code>"), ("files", files or "none")]
+    if isinstance(m.get("world_size"), int) and m["world_size"] > 1:
+        rows.insert(5, ("processes", str(m["world_size"])))
+    if m.get("train.resumed_from"):
+        rows.insert(5, ("resumed from step", str(m["train.resumed_from"])))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    model = cfg.get("model")
+    details = ("<details><summary>model settings</summary><p class='note'>"
+               + html.escape(", ".join(f"{k}={v}" for k, v in model.items())) + "</p></details>"
+               ) if isinstance(model, dict) else ""
+    warn = "".join(f"<p class='bad'>{html.escape(n)}</p>" for n in notes)
+    return f"<table class='facts' id='header'>{body}</table>{details}{warn}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _train_command(run_dir: Path, task, arch, data) -> str:
+    config = f"configs/{task}_{arch}.yaml" if task and arch else "CONFIG.yaml"
+    return shlex.join(["embodied", "train", "--config", config, f"data={data or 'DATA_DIR'}", f"out={run_dir}",
+                       "--resume"])
+
+
+def _curves_section(run_dir: Path, assets: Path, page: _Page, resume_cmd: str) -> str:
+    tb = run_dir / "tb"
+    events = sorted(tb.glob("**/events.out.tfevents.*")) if tb.is_dir() else []
+    if not events:
+        return page.not_run("no TensorBoard logs in tb/", resume_cmd)
+    # the plots are redrawn only when the event files changed (a refresh of a finished run's page is quick)
+    signature = [CURVES_VERSION] + [[e.relative_to(tb).as_posix(), e.stat().st_size, e.stat().st_mtime_ns]
+                                    for e in events]
+    cached, _ = _read_json(assets / "curves.json")
+    if cached and cached.get("signature") == signature and all((assets / f).is_file() for f, _ in cached["plots"]):
+        plots, n = [(assets / f, c) for f, c in cached["plots"]], cached["steps"]
+    else:
+        try:
+            scalars = read_scalars(tb)
+        except ImportError:
+            return page.not_run("training curves", "pip install tensorboard", why="tensorboard is not installed")
+        except Exception as err:  # noqa: BLE001  (a corrupt event file: say so, keep the rest of the page)
+            return (f"<p class='bad'>the TensorBoard logs in tb/ could not be read "
+                    f"({html.escape(type(err).__name__)}: {html.escape(str(err))})</p>")
+        plots = plot_training(scalars, assets)
+        n = max((len(st) for st, _ in scalars.values()), default=0)
+        atomic_write_json(assets / "curves.json", {"signature": signature, "steps": n,
+                                                   "plots": [[p.name, c] for p, c in plots]})
+    if not plots:
+        return page.not_run("no training scalars logged yet", resume_cmd)
+    imgs = "".join(f"<img src='{page.rel(p)}' alt='{html.escape(c)}' title='{html.escape(c)}'>" for p, c in plots)
+    return (f"<div class='plots'>{imgs}</div><p class='note'>{n} logged steps; the full logs: "
+            f"<code>tensorboard --logdir {html.escape(shlex.quote(str(tb)))}</code></p>")
+
+
+def _heldout_section(metrics: dict | None, page: _Page, resume_cmd: str) -> str:
+    rows = _heldout_rows(metrics or {})
+    if not rows:
+        return page.not_run("no held-out metrics yet (written at every evaluation, train.eval_every)", resume_cmd)
+    out = []
+    for name, h, model, copy in rows:
+        label, unit, higher = METRIC_NAMES.get(name, (name, "", "err" not in name and "loss" not in name))
+        if model is None or copy is None or not (math.isfinite(model) and math.isfinite(copy)):
+            verdict = "<td class='same'>n/a</td>"
+        elif abs(model - copy) <= 1e-9 * max(1.0, abs(copy)):
+            verdict = "<td class='same'>same</td>"
+        else:
+            better = (model > copy) == higher
+            verdict = (f"<td class='{'better' if better else 'worse'}'>{'better' if better else 'worse'} by "
+                       f"{_fmt(abs(model - copy))}{(' ' + unit) if unit else ''}</td>")
+        what = f"{label} ({unit + ', ' if unit else ''}{'higher' if higher else 'lower'} is better)"
+        out.append(f"<tr><td>{html.escape(what)}</td><td>{h}</td><td>{_fmt(model, 4)}</td><td>{_fmt(copy, 4)}</td>"
+                   f"{verdict}</tr>")
+    m = metrics or {}
+    wins = sum("class='better'" in r for r in out)
+    return (f"<p>{wins} of {len(out)} held-out numbers beat the copy-last-frame baseline (which repeats the last "
+            f"real frame; {_fmt(m.get('heldout.windows'))} held-out windows, open loop from the context frames).</p>"
+            "<table id='heldout-table'><tr><th>metric</th><th>horizon (steps)</th><th>model</th><th>copy-last</th>"
+            f"<th>model against copy-last</th></tr>{''.join(out)}</table>")
+
+
+def _videos_section(run_dir: Path, cfg: dict | None, assets: Path, page: _Page, resume_cmd: str) -> str:
+    videos = sorted((p for p in (run_dir / "videos").glob("step_*") if p.suffix in (".mp4", ".gif")),
+                    key=lambda p: (int(re.sub(r"\D", "", p.stem) or 0), p.suffix != ".mp4"))
+    if not videos:
+        n = ((cfg or {}).get("run_config") or {}).get("train", {}).get("videos")
+        if n == 0:
+            return "<p class='notrun'>no videos: this run was trained with <code>train.videos=0</code></p>"
+        return page.not_run("no videos yet (written at every evaluation, train.eval_every)", resume_cmd)
+    latest = videos[-1]
+    step = int(re.sub(r"\D", "", latest.stem) or 0)
+    spec = (cfg or {}).get("spec") or {}
+    image = spec.get("image_size") or [64, 64]
+    pics = None
+    try:
+        pics = video_pictures(latest, (int(image[0]), int(image[1])), int((cfg or {}).get("context") or 1), assets)
+    except (OSError, ValueError, RuntimeError) as err:
+        pics = None
+        note = f"<p class='note'>could not convert {html.escape(latest.name)} ({html.escape(str(err))})</p>"
+    else:
+        note = ""
+    if pics:
+        gif, strip = pics
+        body = (f"<figure class='media'><img src='{page.rel(gif)}' alt='real, imagined and difference at step {step}'>"
+                f"<figcaption>step {step}: each row one held-out window; real | imagined (red border: predicted "
+                "open loop from the real context frames) | difference (white: wrong pixels)</figcaption></figure>"
+                f"<figure class='wide'><img src='{page.rel(strip)}' alt='first window at a few horizons'>"
+                "<figcaption>the first window at a few horizons</figcaption></figure>")
+    else:
+        body = (f"<video src='{page.rel(latest)}' controls loop muted></video>"
+                "<p class='note'>(the recorded video as it is: its layout could not be split into real and "
+                "imagined)</p>")
+    others = " ".join(page.link(v, v.stem.replace("step_", "step ").lstrip("0")) for v in videos)
+    return f"{note}{body}<p class='note'>recorded videos (real | imagined): {others}</p>"
+
+
+def _task_key(task) -> str:
+    from embodied.envs.registry import canonical_task
+
+    return canonical_task(str(task))
+
+
+def _plan_section(run_dir: Path, task, page: _Page) -> str:
+    rd = shlex.quote(str(run_dir))
+    make_model = (f"embodied plan --task {task} --model {rd} --planner cem --episodes 10 "
+                  f"--out {shlex.quote(str(run_dir / 'plan_cem'))}")
+    make_oracle = (f"embodied plan --task {task} --model mujoco --planner cem --episodes 10 "
+                   f"--out {shlex.quote(str(run_dir / 'plan_mujoco_cem'))}")
+    results = find_results(run_dir, "plan.json")
+    ours = [(p, r) for p, r in results if not r.get("oracle") and _same_path(r.get("model", ""), run_dir)]
+    oracles = []
+    if results and task:
+        key = _task_key(task)
+        oracles = [(p, r) for p, r in results if r.get("oracle") and _task_key(r.get("task", "")) == key]
+    planners = {r.get("planner") for _, r in ours}
+    if ours and any(r.get("planner") in planners for _, r in oracles):
+        oracles = [(p, r) for p, r in oracles if r.get("planner") in planners]
+    if not ours and not oracles:
+        return page.not_run("planning with this model", make_model) + page.not_run("the MuJoCo oracle", make_oracle)
+
+    def oracle_for(r):
+        same = [o for _, o in oracles if o.get("planner") == r.get("planner")]
+        exact = [o for o in same if (o.get("seed"), o.get("episodes")) == (r.get("seed"), r.get("episodes"))]
+        return (exact or same or [None])[0]
+
+    rows = []
+    for path, r in ours + oracles:
+        who = "MuJoCo oracle" if r.get("oracle") else "this model"
+        o = None if r.get("oracle") else oracle_for(r)
+        if r.get("oracle"):
+            gap = "<td class='same'>(reference)</td>"
+        elif o is None:
+            gap = "<td class='same'>no oracle run with this planner</td>"
+        else:
+            d = (r.get("success_rate") or 0) - (o.get("success_rate") or 0)
+            dr = (r.get("return_mean") or 0) - (o.get("return_mean") or 0)
+            lead = d if d else dr  # success first; on equal success, the return
+            cls = "better" if lead > 0 else ("same" if lead == 0 else "worse")
+            gap = f"<td class='{cls}'>{f'{d:+.0%}' if d else 'same'} success, {dr:+.2f} return</td>"
+        vids = sorted((path.parent / "videos").glob("episode_*.mp4"))
+        links = page.link(path) + "".join(" " + page.link(v, v.stem.replace("_", " ")) for v in vids[:3])
+        rows.append(f"<tr><td>{who}</td><td>{html.escape(str(r.get('planner')))}</td><td>{_fmt(r.get('episodes'))}</td>"
+                    f"<td>{_fmt(r.get('seed'))}</td><td>{_pct(r.get('success_rate'))}</td>"
+                    f"<td>{_pct(r.get('success_any_rate'))}</td>"
+                    f"<td>{_fmt(r.get('return_mean'))} &plusmn; {_fmt(r.get('return_std'))}</td>"
+                    f"<td>{_fmt(r.get('ms_per_action_median'))}</td>{gap}<td>{links}</td></tr>")
+    table = ("<table id='plan-table'><tr><th>model</th><th>planner</th><th>episodes</th><th>seed</th><th>success</th>"
+             "<th>success at any step</th><th>return</th><th>ms/action (median)</th><th>against the oracle</th>"
+             f"<th>files</th></tr>{''.join(rows)}</table>")
+    missing = ("" if ours else page.not_run("planning with this model", make_model)) + \
+              ("" if oracles else page.not_run("the MuJoCo oracle", make_oracle))
+    return ("<p class='note'>Receding-horizon MPC in the real MuJoCo task (<code>embodied plan</code>); the oracle "
+            "plans with the simulator itself, the best a planner can do with these settings.</p>" + table + missing)
+
+
+def _pct(v) -> str:
+    return f"{v:.0%}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+
+def _validation_section(run_dir: Path, task, step, page: _Page) -> str:
+    make = (f"embodied validate --task {task} --model {shlex.quote(str(run_dir))} --preset quick "
+            f"--out {shlex.quote(str(run_dir / 'validation'))}")
+    found = [(p, v) for p, v in find_results(run_dir, "validation.json") if isinstance(v.get("probes"), dict)
+             and _same_path((v.get("checkpoint") or {}).get("run_dir", ""), run_dir)]
+    if not found:
+        return page.not_run("validation probes", make)
+    found.sort(key=lambda pv: str(pv[1].get("created", "")), reverse=True)
+    parts = [("<p class='note'>Scores are 0-100 between the best baseline (0) and MuJoCo (100), as in the report "
+              "of <code>embodied validate</code>.</p>")]
+    for path, v in found[:5]:
+        report = path.parent / "report.html"
+        link = page.link(report, "report.html") if report.is_file() else "no report.html"
+        vstep = (v.get("checkpoint") or {}).get("step")
+        stale = (f" <span class='bad'>(validated at step {vstep}; the checkpoint is now at step {step}: "
+                 "re-run it)</span>" if vstep is not None and step is not None and vstep != step else "")
+        rows = []
+        for probe, r in v["probes"].items():
+            s = r.get("score") or {}
+            anchor = f"{page.rel(report)}#{quote(probe)}" if report.is_file() else ""
+            name = f"<a href='{anchor}'>{html.escape(probe)}</a>" if anchor else html.escape(probe)
+            sep = "yes" if r.get("separates") else "<span class='bad'>no: score not meaningful</span>"
+            rows.append(f"<tr><td>{name}</td><td>{html.escape(str(r.get('question', '')))}</td>"
+                        f"<td><b>{_fmt(s.get('model'), 3)}</b></td><td>{_fmt(s.get('copy_last'), 3)}</td>"
+                        f"<td>{_fmt(s.get('action_blind'), 3)}</td><td>{_fmt(s.get('mujoco'), 3)}</td>"
+                        f"<td>{sep}</td></tr>")
+        settings = v.get("settings") or {}
+        parts.append(
+            f"<p>{'quick' if settings.get('quick') else 'full'} preset, seed {_fmt(settings.get('seed'))}, "
+            f"{html.escape(str(v.get('created', '')))}: {link}, {page.link(path)}{stale}</p>"
+            "<table class='validation-table'><tr><th>probe</th><th>question</th><th>model</th><th>copy-last</th>"
+            f"<th>action-blind</th><th>MuJoCo</th><th>separates baselines</th></tr>{''.join(rows)}</table>")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+def write_run_page(run_dir, out=None) -> Path:
+    """Write the run folder's page (default ``run_dir/index.html``) and its pictures; returns its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise UserError(f"{run_dir}: no such folder; pass the out=DIR folder of an `embodied train` run")
+    if not is_run_folder(run_dir):
+        hint = (" (it holds on-policy rounds: pass one of its round_NN folders)"
+                if (run_dir / "rounds.json").is_file() else "")
+        raise UserError(f"{run_dir}: not a run folder of `embodied train` (no config.json or metrics.json){hint}; "
+                        "pass the out=DIR folder of a training run")
+    out = Path(out) if out is not None else run_dir / "index.html"
+    if out.is_dir():
+        out = out / "index.html"
+    inside = out.parent.resolve() == run_dir.resolve()
+    assets = run_dir / PAGE_DIR if inside else out.parent / f"{out.stem}_files"
+    page = _Page(out)
+
+    cfg, cfg_err = _read_json(run_dir / "config.json")
+    metrics, m_err = _read_json(run_dir / "metrics.json")
+    notes = [e for e in (cfg_err, m_err) if e]
+    m, c = metrics or {}, cfg or {}
+    run_cfg = c.get("run_config") or {}
+    task = m.get("task") or c.get("task") or run_cfg.get("task") or "TASK"
+    arch = m.get("arch") or c.get("arch")
+    data = m.get("data") or (run_cfg.get("data") or {}).get("path")
+    step = c.get("step", m.get("checkpoint_step"))
+    resume_cmd = _train_command(run_dir, task, arch, data)
+
+    sections = [
+        ("curves", "Training curves", _curves_section(run_dir, assets, page, resume_cmd)),
+        ("heldout", "Held-out predictions against copy-last", _heldout_section(metrics, page, resume_cmd)),
+        ("videos", "Real | imagined | difference", _videos_section(run_dir, cfg, assets, page, resume_cmd)),
+        ("planning", "Planning in the real task, against the MuJoCo oracle", _plan_section(run_dir, task, page)),
+        ("validation", "Validation probes against MuJoCo", _validation_section(run_dir, task, step, page)),
+    ]
+    nav = " ".join(f"<a href='#{sid}'>{html.escape(title)}</a>" for sid, title, _ in sections)
+    body = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}</section>"
+                   for sid, title, content in sections)
+    title = f"{run_dir.resolve().name}: {task} {arch or ''}".strip()
+    remake = ["embodied", "report", str(run_dir)] + ([] if inside else ["--out", str(out)])
+    page_html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{PAGE_CSS}</style></head><body>
+<h1>World-model run <code>{html.escape(run_dir.resolve().name)}</code></h1>
+{_header(run_dir, cfg, metrics, page, notes)}
+<nav>{nav}</nav>
+{body}
+<p class="note">Written by <code>{html.escape(shlex.join(remake))}</code> on
+{time.strftime('%Y-%m-%d %H:%M')}; re-run it to refresh this page.</p>
+</body></html>
+"""
+    atomic_write_bytes(out, page_html.encode())
+    return out
