@@ -18,7 +18,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from embodied.data import Dataset, WindowSampler  # noqa: E402
 from embodied.models import MODELS, build_model  # noqa: E402
 from embodied.models.base import cat_states, index_state, repeat_state, state_batch  # noqa: E402
-from embodied.models.codec import frames_to_float  # noqa: E402
 
 TINY = {
     "recurrent": {"arch": "recurrent", "channels": 8, "embed_dim": 32, "proprio_embed": 16, "deter": 32,
@@ -283,7 +282,7 @@ def test_slots_find_the_objects_and_learn_their_motion(spec, dataset):
     from embodied.vision import colour_centroid
     for k, obj in enumerate(sorted(spec["objects"], key=lambda o: tuple(o["rgb"]))):
         xy, present = colour_centroid(img, obj["rgb"])
-        seen = present & (model.observe(frames_to_float(frames[:, -1]))[1][:, k] >= 1).numpy()
+        seen = present & (model.observe(frames[:, -1])[1][:, k] >= 1).numpy()
         slot_px = (s["pos"][:, k].numpy() + 1) * 32 - 0.5
         assert np.all(np.linalg.norm(xy[seen] - slot_px[seen], axis=-1) < 1.5), (obj["name"], xy, slot_px)
 

@@ -145,8 +145,9 @@ class LearnedWorldModel(WorldModel):
             mask = (torch.rand(b, 1, 1, device=dev) >= drop).float()
         return p * mask, mask
 
-    def _prepare(self, batch: dict) -> dict:
-        """Float frames, normalised proprio/rewards and clipped actions of a WindowSampler batch."""
+    def _prepare(self, batch: dict, float_frames: bool = True) -> dict:
+        """Float frames (unless ``float_frames`` is False), normalised proprio/rewards and clipped actions of a
+        WindowSampler batch."""
         frames = batch["frames"]
         proprio = batch.get("proprio")
         rewards = batch["rewards"].float()
@@ -155,7 +156,7 @@ class LearnedWorldModel(WorldModel):
                 self.pnorm.update(proprio.float())
             self.rnorm.update(rewards[..., None])
         p, pmask = self._proprio(proprio, frames.shape[:2], drop=self.cfg.proprio_dropout)
-        out = {"x": frames_to_float(frames), "p": p, "pmask": pmask,
+        out = {"x": frames_to_float(frames) if float_frames else None, "p": p, "pmask": pmask,
                "a": batch["actions"].float().clamp(-1, 1), "r": self.rnorm(rewards[..., None])[..., 0]}
         if self.object_names:
             if "objects" not in batch or batch["objects"].shape[2] != len(self.object_names):

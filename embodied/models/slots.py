@@ -19,8 +19,8 @@ training data (:func:`find_palette`), nothing is written per task.
   so the network learns which slot the action drives and that another slot moves
   only through contact; velocity in the state keeps a hidden object moving.
 * **Rendering** (``decode``): a learned sprite (alpha mask) and colour per slot,
-  placed at the slot's position and composed by a learned depth order over a
-  learned background; a learned static front layer (the scene's occluders)
+  placed at the slot's position and composed by a learned depth order over the
+  background (the scene's median, found with the palette); a learned static front layer (the scene's occluders)
   covers what passes under it. The pixels of a slot are the model's belief
   about its object.
 * **Heads**: reward and proprio read the slots' positions, velocities and
@@ -135,10 +135,12 @@ class SlotsWorldModel(LearnedWorldModel):
         self.register_buffer("palette", torch.zeros(K, 3))
         self.register_buffer("usual_size", torch.ones(K))
         self.register_buffer("active", torch.zeros(K))
+        self.register_buffer("lut", torch.full((512,), K, dtype=torch.int32))  # colour bin -> slot (K: none)
+        self.register_buffer("slot_ids", torch.arange(K, dtype=torch.int32), persistent=False)
+        self.register_buffer("background", torch.full((3, S, S), 0.15))
         self.register_buffer("grid", coord_grid(S).permute(1, 2, 0).reshape(1, S * S, 2), persistent=False)
         self.register_buffer("ident", torch.eye(K), persistent=False)
         # renderer
-        self.background = nn.Parameter(torch.full((3, S, S), 0.15))
         self.front = nn.Parameter(torch.full((1, S, S), -4.0))
         self.colours = nn.Parameter(torch.full((K, 3), 0.5))
         self.sprites = nn.Parameter(torch.zeros(K, 1, c.sprite, c.sprite))
@@ -172,6 +174,11 @@ class SlotsWorldModel(LearnedWorldModel):
         self.active[:n] = 1.0
         self.background.copy_(background.to(dev).permute(2, 0, 1).float() / 255.0)
         self.colours.copy_(self.palette + 0.5 * (1 - self.active[:, None]))
+        levels = (torch.arange(8, device=dev).float() * 32 + 16) / 255.0
+        centres = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(512, 3)
+        dist = (centres[:, None] - self.palette[None, :n]).norm(dim=-1)                  # (512, n)
+        near, slot = dist.min(1)
+        self.lut.copy_(torch.where(near < self.cfg.colour_tol * math.sqrt(3), slot, torch.full_like(slot, self.cfg.slots)))
         # a disc of the object's usual area, in sprite cells
         cells = self.cfg.sprite / self.cfg.sprite_px
         radius = (self.usual_size / math.pi).sqrt() * cells
@@ -186,18 +193,21 @@ class SlotsWorldModel(LearnedWorldModel):
 
     # -- perception ----------------------------------------------------------------------------
     @torch.no_grad()
-    def observe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames (N,3,H,W) in [0,1] -> observed positions (N,K,2) and visibility weights (N,K) in [0,1]."""
-        n = x.shape[0]
-        pix = x.flatten(2).transpose(1, 2)                                       # (N,HW,3)
-        d2 = (pix ** 2).sum(-1, keepdim=True) - 2 * pix @ self.palette.T + (self.palette ** 2).sum(-1)
-        att = torch.exp(-d2.clamp(min=0) / (2 * self.cfg.colour_tol ** 2))      # (N,HW,K)
-        mass = att.sum(1)                                                        # (N,K)
-        pos = att.transpose(1, 2) @ self.grid[0] / (mass[..., None] + 1e-6)
+    def observe(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (N,H,W,3) uint8 -> observed positions (N,K,2) and visibility weights (N,K) in [0,1].
+
+        Each pixel's colour (8 levels per channel) is looked up in a table that names the palette colour
+        within ``colour_tol`` of it, if any; a slot's position is the mean coordinate of its pixels.
+        """
+        q = (frames.to(self.lut.device) >> 5).flatten(1, 2).to(torch.int32)                     # (N,HW,3)
+        label = self.lut[(q[..., 0] << 6) | (q[..., 1] << 3) | q[..., 2]]                          # (N,HW)
+        att = (label[..., None] == self.slot_ids).float()                                         # (N,HW,K)
+        mass = att.sum(1)                                                                         # (N,K)
+        pos = att.transpose(1, 2) @ self.grid[0] / mass.clamp(min=1)[..., None]
         seen = mass / self.usual_size
         c = self.cfg
         weight = ((seen - c.see_from) / (c.see_full - c.see_from)).clamp(0, 1) * self.active
-        return pos.view(n, -1, 2), weight
+        return pos, weight
 
     def _filter(self, pos_obs: torch.Tensor, weight: torch.Tensor, a: torch.Tensor):
         """Filtered (pos, vel) per frame: (B,T,K,2) each, from observations (B,T,K,2), weights (B,T,K)."""
@@ -268,9 +278,8 @@ class SlotsWorldModel(LearnedWorldModel):
         self._check_ready()
         dev = self.palette.device
         b, t = frames.shape[:2]
-        x = frames_to_float(frames.to(dev))
         a = actions.float().to(dev).clamp(-1, 1).reshape(b, -1, self.action_dim)
-        pos_obs, weight = self.observe(x.flatten(0, 1))
+        pos_obs, weight = self.observe(frames.flatten(0, 1))
         pos, vel = self._filter(pos_obs.view(b, t, -1, 2), weight.view(b, t, -1), a)
         return {"pos": pos[:, -1], "vel": vel[:, -1]}
 
@@ -302,11 +311,11 @@ class SlotsWorldModel(LearnedWorldModel):
     def loss(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict]:
         self._check_ready()
         c = self.cfg
-        d = self._prepare(batch)
-        x, p, a, r = d["x"], d["p"], d["a"], d["r"]
-        b, t = x.shape[:2]
+        d = self._prepare(batch, float_frames=False)
+        frames, p, a, r = batch["frames"], d["p"], d["a"], d["r"]
+        b, t = frames.shape[:2]
         ctx = max(1, min(c.context, t - 1))
-        pos_obs, weight = self.observe(x.flatten(0, 1))
+        pos_obs, weight = self.observe(frames.flatten(0, 1))
         pos_obs, weight = pos_obs.view(b, t, -1, 2), weight.view(b, t, -1)
         f_pos, f_vel = self._filter(pos_obs[:, :ctx], weight[:, :ctx], a)
         pos, vel, ol_p, ol_v = f_pos[:, -1], f_vel[:, -1], [], []
@@ -321,19 +330,20 @@ class SlotsWorldModel(LearnedWorldModel):
 
         all_p, all_v = torch.cat([f_pos, ol_p], 1), torch.cat([f_vel, ol_v], 1)  # (B,T,K,2)
         # render the last context frame and a few open-loop frames (rendering every frame costs most of a step)
-        shown = torch.cat([torch.tensor([ctx - 1]), ctx + torch.randperm(t - ctx)[:RENDERED - 1]]).to(x.device)
-        frames = self._render(all_p[:, shown].flatten(0, 1)).view(b, len(shown), *x.shape[2:])
-        l_pix = 100.0 * self._weighted_mse(frames, x[:, shown])
+        shown = torch.cat([torch.tensor([ctx - 1]), ctx + torch.randperm(t - ctx)[:RENDERED - 1]])
+        x = frames_to_float(frames[:, shown].to(p.device))
+        rendered = self._render(all_p[:, shown].flatten(0, 1)).view(x.shape)
+        l_pix = 100.0 * self._weighted_mse(rendered, x)
         feats = self.features({"pos": all_p.flatten(0, 1), "vel": all_v.flatten(0, 1)}).view(b, t, -1)
         l_rew = ((self.reward_head(feats[:, 1:])[..., 0] - r) ** 2).mean()
         pmask = d["pmask"]
-        l_prop = (((self.proprio_head(feats) - p) ** 2) * pmask).mean() if self.proprio_dim else x.new_zeros(())
-        l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else x.new_zeros(())
+        l_prop = (((self.proprio_head(feats) - p) ** 2) * pmask).mean() if self.proprio_dim else r.new_zeros(())
+        l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else r.new_zeros(())
         total = (c.pos_weight * l_pos + c.pixel_weight * l_pix + c.reward_weight * l_rew
                  + c.proprio_weight * l_prop + c.object_weight * l_obj)
         with torch.no_grad():
             px = (((ol_p - pos_obs[:, ctx:]).norm(dim=-1) * g[..., 0]).sum() / (g.sum() + 1e-6)) * self.image_size / 2
-            mse_last = ((frames[:, -1].clamp(0, 1) - x[:, shown[-1]]) ** 2).mean()
+            mse_last = ((rendered[:, -1].clamp(0, 1) - x[:, -1]) ** 2).mean()
         metrics = {"loss": total.item(), "pos": l_pos.item(), "pos_px": px.item(), "pixels": l_pix.item(),
                    "reward": l_rew.item(), "proprio": l_prop.item(), "objects": l_obj.item(),
                    "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
