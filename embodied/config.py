@@ -59,7 +59,7 @@ class TrainConfig:
     eval_horizons: list[int] = field(default_factory=lambda: [1, 8, 32])
     videos: int = 4                    # sample windows in each real | imagined video (0: none)
     seed: int = 0
-    threads: int = 0                   # torch CPU threads per process; 0: cores / processes
+    threads: int = 0                   # torch CPU threads per process; 0: (cores - 1) / processes, at least 1
     device: str = "auto"               # auto | cpu | cuda
 
 
