@@ -11,13 +11,15 @@ training data (:func:`find_palette`), nothing is written per task.
   visibility. A slot whose object is hidden (under an occluder, behind another
   object) or only partly seen keeps the position its dynamics predict: the
   filter mixes observation and prediction by visibility.
-* **Dynamics** (``step``): an interaction network. An edge MLP reads each
-  ordered pair (relative position, distance, relative velocity, both slots'
-  identities, the action), messages are summed per receiving slot, and a node
-  MLP (position, velocity, identity, action, messages) outputs the change of
-  velocity; position integrates velocity. The action reaches every node and edge,
-  so the network learns which slot the action drives and that another slot moves
-  only through contact; velocity in the state keeps a hidden object moving.
+* **Dynamics** (``step``): each slot's own motion (an MLP of its position,
+  velocity and identity, and of the action through a learned per-slot gate that
+  a sparsity loss closes for slots the action does not drive), then an
+  interaction network: pairs of slots within a learned contact range exchange
+  messages (an edge MLP of relative position, distance, relative velocity and
+  identities), summed per slot into a further change of velocity; position
+  integrates velocity. So a slot the action does not drive moves only by its own
+  velocity or through contact, and velocity in the state keeps a hidden object
+  moving.
 * **Rendering** (``decode``): a learned sprite (alpha mask) and colour per slot,
   placed at the slot's position and composed by a learned depth order over the
   background (the scene's median, found with the palette); a learned static front layer (the scene's occluders)
@@ -49,6 +51,7 @@ from embodied.models.learned import LearnedWorldModel, check_fields
 VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
 PALETTE_MIN_SHARE = 0.01  # a colour must cover this share of the changing pixels to get a slot
 RENDERED = 4              # frames per training window that are rendered for the pixel loss
+CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
 
 
 @dataclass
@@ -68,6 +71,8 @@ class SlotsConfig:
     reward_weight: float = 1.0
     proprio_weight: float = 1.0
     object_weight: float = 0.0  # object-position head on the dataset's object tracks (training signal only)
+    sparsity_weight: float = 0.1  # L1 on the action gates and the contact ranges: the action drives few slots,
+                                  # and slots touch only when close
     fg_weight: float = 10.0
     proprio_dropout: float = 0.0
     floor_rgb: tuple = FLOOR_RGB
@@ -75,7 +80,7 @@ class SlotsConfig:
     def __post_init__(self):
         check_fields(self, positive=("context", "slots", "sprite", "sprite_px", "hidden"),
                      non_negative=("pos_weight", "pixel_weight", "reward_weight", "proprio_weight",
-                                   "object_weight", "fg_weight"),
+                                   "object_weight", "sparsity_weight", "fg_weight"),
                      fractions=("proprio_dropout",))
         if not 0 < self.colour_tol < 1:
             raise UserError(f"model.colour_tol = {self.colour_tol} must be between 0 and 1")
@@ -145,13 +150,16 @@ class SlotsWorldModel(LearnedWorldModel):
         self.colours = nn.Parameter(torch.full((K, 3), 0.5))
         self.sprites = nn.Parameter(torch.zeros(K, 1, c.sprite, c.sprite))
         self.depth = nn.Parameter(torch.zeros(K))
-        # dynamics
-        edge_in = 2 + 1 + 2 + 2 * K + A
-        self.edge = mlp(edge_in, c.hidden, c.hidden, layers=2)
-        self.node = mlp(4 + K + A + c.hidden, c.hidden, 2, layers=2)
+        # dynamics: a slot's own motion (the action through its learned gate), then contact with the others
+        self.action_gate = nn.Parameter(torch.zeros(K))
+        self.reach = nn.Parameter(torch.full((K, K), 0.5))       # contact range of each ordered pair, image units
+        self.own = mlp(4 + K + A, c.hidden, 2, layers=2)
+        self.edge = mlp(2 + 1 + 2 + 2 * K, c.hidden, c.hidden, layers=2)
+        self.node = mlp(4 + K + c.hidden, c.hidden, 2, layers=2)
         with torch.no_grad():
-            self.node[-1].weight.mul_(0.1)
-            self.node[-1].bias.zero_()
+            for net in (self.own, self.node):
+                net[-1].weight.mul_(0.1)
+                net[-1].bias.zero_()
         feat = self.feat_dim = 4 * K + K * (K - 1) // 2
         self.reward_head = mlp(feat, c.hidden, 1, layers=2)
         self.proprio_head = mlp(feat, c.hidden, P, layers=1)
@@ -179,6 +187,9 @@ class SlotsWorldModel(LearnedWorldModel):
         dist = (centres[:, None] - self.palette[None, :n]).norm(dim=-1)                  # (512, n)
         near, slot = dist.min(1)
         self.lut.copy_(torch.where(near < self.cfg.colour_tol * math.sqrt(3), slot, torch.full_like(slot, self.cfg.slots)))
+        # contact ranges start at 1.5x the sum of the two objects' radii (image units)
+        radius_img = (self.usual_size / math.pi).sqrt() * 2 / self.image_size
+        self.reach.copy_(1.5 * (radius_img[:, None] + radius_img[None, :]))
         # a disc of the object's usual area, in sprite cells
         cells = self.cfg.sprite / self.cfg.sprite_px
         radius = (self.usual_size / math.pi).sqrt() * cells
@@ -226,22 +237,37 @@ class SlotsWorldModel(LearnedWorldModel):
 
     # -- dynamics ------------------------------------------------------------------------------
     def _dynamics(self, pos: torch.Tensor, vel: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One interaction-network step: (B,K,2) positions and velocities, (B,A) action -> next (pos, vel)."""
+        """One step: (B,K,2) positions and velocities, (B,A) action -> next (pos, vel).
+
+        First each slot's own motion: a change of velocity from its position, velocity, identity and the
+        action through the slot's learned gate (sparse: the gates of slots the action does not drive go
+        to 0). Then contact: every ordered pair of active slots within the pair's learned contact range
+        after that motion sends a message (edge MLP on relative position, distance, relative velocity and
+        both identities), and a node MLP turns the summed messages into a further change of velocity.
+        """
         b, k = pos.shape[:2]
         ident = self.ident.expand(b, k, k)
-        act = a[:, None, :].expand(b, k, a.shape[-1])
-        v = vel / VEL_SCALE
-        rel = pos[:, None, :, :] - pos[:, :, None, :]                            # [b, i, j] = pos_j - pos_i
+        gated = a[:, None, :] * torch.sigmoid(self.action_gate)[None, :, None]
+        vel = vel + self.own(torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)) * VEL_SCALE
+        ahead = pos + vel
+        i, j = self.pairs
+        rel = ahead[:, j] - ahead[:, i]                                          # (B,E,2): receiver i, sender j
         dist = rel.norm(dim=-1, keepdim=True)
-        rel_v = v[:, None, :, :] - v[:, :, None, :]
-        edge_in = torch.cat([rel, dist, rel_v, ident[:, :, None, :].expand(b, k, k, k),
-                             ident[:, None, :, :].expand(b, k, k, k), act[:, :, None, :].expand(b, k, k, act.shape[-1])],
-                            -1)
-        mask = (1 - self.ident) * self.active[None, :] * self.active[:, None]   # [i, j]: j sends to i
-        msg = (self.edge(edge_in) * mask[None, :, :, None]).sum(2)
-        dv = self.node(torch.cat([pos, v, ident, act, msg], -1)) * VEL_SCALE
-        vel = (vel + dv) * self.active[None, :, None]
+        near = torch.sigmoid((self.reach[i, j][None, :, None] - dist) / CONTACT_SOFTNESS)
+        edge_in = torch.cat([rel, dist, (vel[:, j] - vel[:, i]) / VEL_SCALE, ident[:, i], ident[:, j]], -1)
+        msg = self.edge(edge_in) * near
+        total = torch.zeros(b, k, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(1, i, msg)
+        vel = vel + self.node(torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)) * VEL_SCALE
+        vel = vel * self.active[None, :, None]
         return pos + vel, vel
+
+    @property
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(receiver, sender) indices of the ordered pairs of distinct active slots."""
+        idx = torch.nonzero(self.active > 0).flatten()
+        i, j = torch.meshgrid(idx, idx, indexing="ij")
+        keep = i != j
+        return i[keep], j[keep]
 
     # -- rendering -----------------------------------------------------------------------------
     def _render(self, pos: torch.Tensor) -> torch.Tensor:
@@ -339,13 +365,16 @@ class SlotsWorldModel(LearnedWorldModel):
         pmask = d["pmask"]
         l_prop = (((self.proprio_head(feats) - p) ** 2) * pmask).mean() if self.proprio_dim else r.new_zeros(())
         l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else r.new_zeros(())
+        i, j = self.pairs
+        l_sparse = torch.sigmoid(self.action_gate)[self.active > 0].sum() + self.reach[i, j].clamp(min=0).sum()
         total = (c.pos_weight * l_pos + c.pixel_weight * l_pix + c.reward_weight * l_rew
-                 + c.proprio_weight * l_prop + c.object_weight * l_obj)
+                 + c.proprio_weight * l_prop + c.object_weight * l_obj + c.sparsity_weight * l_sparse)
         with torch.no_grad():
             px = (((ol_p - pos_obs[:, ctx:]).norm(dim=-1) * g[..., 0]).sum() / (g.sum() + 1e-6)) * self.image_size / 2
             mse_last = ((rendered[:, -1].clamp(0, 1) - x[:, -1]) ** 2).mean()
         metrics = {"loss": total.item(), "pos": l_pos.item(), "pos_px": px.item(), "pixels": l_pix.item(),
                    "reward": l_rew.item(), "proprio": l_prop.item(), "objects": l_obj.item(),
+                   "sparsity": l_sparse.item(),
                    "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
         return total, metrics
 
