@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "bench": "measure MuJoCo, imagination, planning and training throughput",
     "demo": "collect, train, plan, validate and report on the default task",
     "report": "write one HTML page for a run folder: curves, held-out metrics, videos, plans, probes",
+    "checkpoints": "list the trained checkpoints shipped with the package (usable as --model NAME)",
 }
 MODULES = {"import": "data_import", "export": "data_export"}  # module names that differ (`import` is a keyword)
 

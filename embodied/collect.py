@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -107,7 +108,7 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
 
 
-def _init_worker(task: str, cls: type, size: int, parent: int) -> None:
+def _init_worker(task: str, cls: type, size: int, parent: int, factors: dict | None = None) -> None:
     """A worker's env; ``cls`` (pickled by reference) registers a task defined outside the registry module."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
@@ -120,7 +121,8 @@ def _init_worker(task: str, cls: type, size: int, parent: int) -> None:
 
     if issubclass(cls, MujocoTaskEnv) and cls.task_name not in TASKS:
         register_task(cls)
-    _WORKER["env"] = make_task(task, obs_type="pixels_proprio", width=size, height=size)
+    _WORKER["env"] = make_task(task, obs_type="pixels_proprio", width=size, height=size,
+                               **({"factors": factors} if factors else {}))
 
 
 class EpisodeBuffer:
@@ -158,6 +160,8 @@ class EpisodeBuffer:
         arrays |= {f"objects.{k}": np.stack(v) for k, v in self.objects.items()}
         meta = {"task": self.env.task_name, "seed": seed, "policy": label, "length": len(self.actions),
                 "success": self.success}
+        if getattr(self.env, "fov", None):  # the factors of variation it was recorded under
+            meta["factors"] = json.dumps(self.env.fov, sort_keys=True)
         return arrays, meta
 
 
@@ -189,13 +193,16 @@ def _collect_one(out: str, seed: int, policy: str) -> int:
     return int(meta["length"])
 
 
-def dataset_spec(task: str, size: int) -> dict:
-    """Task and space description stored in the manifest."""
-    env = make_task(task, obs_type="pixels_proprio", width=size, height=size)
+def dataset_spec(task: str, size: int, factors: dict | None = None) -> dict:
+    """Task and space description stored in the manifest (with the factors of variation, when any)."""
+    env = make_task(task, obs_type="pixels_proprio", width=size, height=size,
+                    **({"factors": factors} if factors else {}))
     spec = {"task": canonical_task(task), "image_size": [size, size, 3],
             "action_dim": int(env.action_space.shape[0]), "proprio_dim": int(env.observation_space["proprio"].shape[0]),
             "frame_skip": int(env.frame_skip), "max_episode_steps": int(env.max_episode_steps),
             "objects": [{"name": o.name, "rgb": list(o.rgb), "actuated": o.actuated} for o in env.objects]}
+    if factors:
+        spec["factors"] = dict(env.fov)
     env.close()
     return spec
 
@@ -255,15 +262,18 @@ def _run_jobs(out: Path, seeds: list[int], policy: str, workers: int, init: tupl
 
 
 def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers: int = 2, size: int = 64,
-            seed: int = 0, progress: bool = True) -> dict:
+            seed: int = 0, progress: bool = True, factors: dict | None = None) -> dict:
     """Add ``episodes`` new episodes to the dataset at ``out``; returns the manifest and throughput.
 
+    ``factors`` ({name: value}, checked against the task's declared factors of
+    variation) changes the MuJoCo scene; the manifest and every episode header
+    record them, and a dataset holds episodes of one setting only.
     The manifest is rewritten from the episode headers at the end, also after an
     error or an interrupt, so it lists exactly the finished episodes.
     """
     out = Path(out)
-    spec = dataset_spec(task, size)
-    check_dataset_task(out, spec["task"], size=size)
+    spec = dataset_spec(task, size, factors)
+    check_dataset_task(out, spec["task"], size=size, factors=spec.get("factors", {}))
     taken = {r["seed"] for r in build_manifest(out, spec)["episodes"]}  # checks every existing episode first
     for tmp in (out / "episodes").glob(".*.tmp"):
         tmp.unlink()  # leftovers of a killed run
@@ -271,8 +281,8 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
     seeds = [first + i for i in range(episodes)]
     start = time.perf_counter()
     try:
-        frames = _run_jobs(out, seeds, policy, workers, (task, task_class(task), size, os.getpid()), progress,
-                           f"collect {spec['task']}")
+        frames = _run_jobs(out, seeds, policy, workers, (task, task_class(task), size, os.getpid(),
+                                                         spec.get("factors")), progress, f"collect {spec['task']}")
     except BaseException:
         if (out / "episodes").is_dir():  # best effort: a later load rebuilds it anyway (data.reconcile_manifest)
             with contextlib.suppress(OSError, UserError):

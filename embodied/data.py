@@ -26,6 +26,7 @@ and rebuilds a manifest that disagrees with the folder from the episode headers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sys
 import zlib
@@ -113,8 +114,10 @@ def episode_path(root: Path, seed: int) -> Path:
     return Path(root) / "episodes" / EPISODE_NAME.format(seed)
 
 
-def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | None = None) -> None:
-    """Refuse to add ``task`` episodes (of ``size`` pixels, if given) to a dataset of another task or frame size."""
+def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | None = None,
+                       factors: dict | None = None) -> None:
+    """Refuse to add ``task`` episodes (of ``size`` pixels, if given) to a dataset of another task or frame size,
+    or (``factors`` given) recorded under other factors of variation."""
     existing = episode_files(root)
     if not existing:
         return
@@ -122,6 +125,14 @@ def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | N
     if meta.get("task") != task:
         raise UserError(f"{root}: holds a dataset of task {meta.get('task')!r}, not {task!r}; "
                         f"choose another {flag} folder")
+    if factors is not None:
+        try:
+            have = json.loads(meta.get("factors") or "{}")
+        except ValueError:
+            have = meta.get("factors")
+        if have != dict(factors):
+            raise UserError(f"{root}: holds episodes recorded under factors {have or 'none'}, not "
+                            f"{dict(factors) or 'none'}; choose another {flag} folder")
     frame = shapes["observation.image"][0][1:3] if "observation.image" in shapes else None
     if size is not None and frame and frame != (size, size):
         raise UserError(f"{root}: holds {'x'.join(map(str, frame))} frames, not {size}x{size}; "
@@ -216,6 +227,28 @@ def reconcile_manifest(root: Path, manifest: dict) -> dict:
         done = f"using the episode files (could not save the manifest: {err.strerror or err})"
     print(f"embodied: {root / 'manifest.json'} {note}; {done}", file=sys.stderr)
     return rebuilt
+
+
+def manifest_fingerprint(root: Path) -> str:
+    """``sha256:<hex>`` of a dataset: its manifest's spec and episode rows, each row with its file's CRC32.
+
+    Two datasets with the same task, spaces, episodes (seed, policy, length,
+    success) and episode contents have the same fingerprint; any added,
+    removed or changed episode changes it. Reads the episode headers only.
+    """
+    root = Path(root)
+    manifest = read_manifest(root)
+    spec = {k: v for k, v in manifest.items() if k not in DERIVED_KEYS}
+    rows = []
+    for row in manifest["episodes"]:
+        path = root / row["file"]
+        if not path.is_file():
+            raise UserError(f"{root / 'manifest.json'} lists {row['file']}, which is missing; "
+                            f"{_rebuild_hint(root)}")
+        meta, _ = read_episode_header(path)
+        rows.append({**row, "crc32": meta.get("crc32")})
+    payload = json.dumps({"spec": spec, "episodes": rows}, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
 @dataclass

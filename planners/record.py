@@ -19,7 +19,8 @@ class EpisodeRecorder:
 
     def __init__(self, root, env, seeds, label: str):
         self.root, self.env, self.label = Path(root), env.unwrapped, label
-        check_dataset_task(self.root, self.env.task_name, "--record", size=int(self.env.height))
+        check_dataset_task(self.root, self.env.task_name, "--record", size=int(self.env.height),
+                           factors=getattr(self.env, "fov", None) or {})
         taken = sorted(s for s in seeds if episode_path(self.root, s).exists())
         if taken:
             raise UserError(f"{self.root} already holds episodes with seeds {taken[0]}..{taken[-1]}: "
@@ -40,5 +41,5 @@ class EpisodeRecorder:
 
     def close(self) -> None:
         """Rebuild the dataset's manifest from its episodes."""
-        spec = dataset_spec(self.env.task_name, int(self.env.height))
+        spec = dataset_spec(self.env.task_name, int(self.env.height), getattr(self.env, "fov", None))
         atomic_write_json(self.root / "manifest.json", build_manifest(self.root, spec))

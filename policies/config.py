@@ -32,6 +32,7 @@ class PolicyConfig:
     reward_scale: float = 10.0         # training-only reward multiplier
     videos: int = 2                    # real evaluation episodes recorded in eval.mp4 (0: none)
     threads: int = 1                   # torch CPU threads; 0 keeps torch's default
+    save_every: int = 0                # snapshot the agent every N transitions into snapshots/ (0: none)
     progress: bool = True
     sac: SACSettings = field(default_factory=SACSettings)
     ppo: PPOSettings = field(default_factory=PPOSettings)
@@ -55,6 +56,7 @@ class PolicyConfig:
                              "sac.train_freq": sac.train_freq, "ppo.rollout": ppo.rollout,
                              "ppo.batch_size": ppo.batch_size, "ppo.n_epochs": ppo.n_epochs}, low=1)
         check_range(source, {"seed": self.seed, "videos": self.videos, "horizon": self.horizon, "threads": self.threads,
+                             "save_every": self.save_every,
                              "sac.learning_starts": sac.learning_starts, "ppo.ent_coef": ppo.ent_coef}, low=0)
         check_range(source, {"reward_scale": self.reward_scale, "sac.learning_rate": sac.learning_rate,
                              "sac.updates_per_step": sac.updates_per_step,

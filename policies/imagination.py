@@ -29,7 +29,10 @@ folder holds ``policy.zip`` (SB3's own format: ``SAC.load(path)``),
 ``policy.json`` (written atomically) with ``real_success_rate``,
 ``real_return_mean``, ``imagined_return_mean``, ``env_steps_imagined``,
 ``env_steps_real``, ``wall_s``, the command, the config and the checkpoint
-used, and ``eval.mp4``, the first real evaluation episodes. Rewards are
+used, and ``eval.mp4``, the first real evaluation episodes. With
+``save_every`` N, ``snapshots/policy_<steps>_steps.zip`` holds the agent
+every N transitions along training (SB3's ``CheckpointCallback``): policies of
+rising quality for ``embodied policy rank``. Rewards are
 multiplied by ``reward_scale`` for training only; every reported return is in
 the task's own units.
 """
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from embodied.checkpoint import read_config
@@ -49,7 +53,7 @@ from embodied.envs.imagined import ImaginedVectorEnv, LatentObservation, dataset
 from embodied.envs.imagined.sb3 import make_sb3_vec_env
 from embodied.envs.registry import canonical_task, make_task
 from embodied.io import atomic_write_json
-from embodied.load import load_model
+from embodied.load import load_model, resolve_run_dir
 from embodied.models.base import WorldModel
 from embodied.policies.agents import make_agent, scale_rewards
 from embodied.policies.config import PolicyConfig
@@ -103,9 +107,10 @@ def evaluate_imagined(model: WorldModel, act_batch, episodes: int, seed: int, sp
 def checkpoint_info(model_spec: str) -> dict:
     """The model a policy was trained with: its run folder, architecture, step and dataset."""
     info = {"model": str(model_spec)}
-    if Path(model_spec).is_dir():
-        ck = read_config(model_spec)
-        info.update(model_arch=ck["model"]["arch"], model_step=ck["step"], dataset=dataset_path_of(model_spec))
+    folder = Path(resolve_run_dir(str(model_spec)))  # a shipped checkpoint's name: its folder
+    if folder.is_dir():
+        ck = read_config(folder)
+        info.update(model_arch=ck["model"]["arch"], model_step=ck["step"], dataset=dataset_path_of(folder))
     return info
 
 
@@ -131,8 +136,12 @@ def train_policy(cfg: PolicyConfig, command: str = "") -> dict:
         venv = training_env(cfg, model, task, num_envs)
         agent = make_agent(cfg.algo, venv, cfg.steps, cfg.seed, cfg.sac, cfg.ppo)
         t0 = time.perf_counter()
+        callback = None
+        if cfg.save_every:  # save_freq counts vector-env steps, each num_envs transitions
+            callback = CheckpointCallback(save_freq=max(1, cfg.save_every // num_envs),
+                                          save_path=str(out / "snapshots"), name_prefix="policy")
         try:
-            agent.learn(total_timesteps=cfg.steps, progress_bar=cfg.progress)
+            agent.learn(total_timesteps=cfg.steps, progress_bar=cfg.progress, callback=callback)
         except KeyboardInterrupt:
             print("embodied policy: interrupted; evaluating the policy trained so far", file=sys.stderr)
         train_s = time.perf_counter() - t0
@@ -143,6 +152,10 @@ def train_policy(cfg: PolicyConfig, command: str = "") -> dict:
         agent.save(out / "policy.zip")
         result["policy"] = str(out / "policy.zip")
         result["load_with"] = f"stable_baselines3.{type(agent).__name__}.load({str(out / 'policy.zip')!r})"
+        if callback is not None:  # the files this run wrote, in training order
+            every = callback.save_freq * num_envs
+            made = [out / "snapshots" / f"policy_{k * every}_steps.zip" for k in range(1, steps_done // every + 1)]
+            result["snapshots"] = [str(p) for p in made if p.exists()]
         venv.close()
 
     # evaluate in the real task

@@ -16,10 +16,11 @@ import torch
 
 from embodied.commands import torch_threads
 from embodied.config import add_config_arguments, check_range, load_config
-from embodied.envs.registry import canonical_task, make_task
+from embodied.envs.mujoco_base import check_factors, parse_fov
+from embodied.envs.registry import canonical_task, make_task, task_class
 from embodied.errors import UserError
 from embodied.io import atomic_write_json, check_writable
-from embodied.load import REFERENCE_MODELS, load_model
+from embodied.load import REFERENCE_MODELS, load_model, resolve_run_dir
 from embodied.planners import PLANNERS, make_planner
 from embodied.planners.base import OBJECTIVES
 from embodied.planners.mpc import run_mpc
@@ -53,7 +54,7 @@ class PlannerSection:
 @dataclass
 class PlanConfig:
     task: str = "reach"                # reach | push | occlusion | a Gymnasium MuJoCo id
-    model: str = "mujoco"              # a run folder, or mujoco | oracle | copy_last | blind_oracle
+    model: str = "mujoco"              # a run folder, a shipped checkpoint's name, or mujoco | oracle | copy_last | blind_oracle
     planner: PlannerSection = field(default_factory=PlannerSection)
     objective: str = "reward"          # reward | goal (approach the encoded goal image)
     episodes: int = 10
@@ -66,8 +67,11 @@ class PlanConfig:
     record: str | None = None          # dataset folder every real episode is added to
     torch_threads: int = 1             # torch threads while planning; 0 keeps torch's default
     progress: bool = True
+    fov: dict = field(default_factory=dict)  # factors of variation of the real scene, e.g. {block_mass: 1.5}
 
     def check(self, source: str) -> None:
+        if self.fov:
+            self.fov = check_factors(task_class(self.task), self.fov)
         if self.planner.name not in PLANNERS:
             raise UserError(f"planner.name = {self.planner.name!r} in {source} must be one of {', '.join(PLANNERS)}")
         if self.objective not in OBJECTIVES:
@@ -89,7 +93,8 @@ class PlanConfig:
 # (config key, flag, argparse options): each flag sets one config value
 FLAGS = [
     ("task", "--task", {"help": "task name (reach, push, occlusion) or a Gymnasium MuJoCo id"}),
-    ("model", "--model", {"help": 'a trained run directory, or "mujoco" for the simulator itself (the yardstick)'}),
+    ("model", "--model", {"help": 'a trained run directory, a shipped checkpoint\'s name (`embodied checkpoints`), '
+                                  'or "mujoco" for the simulator itself (the yardstick)'}),
     ("planner.name", "--planner", {"choices": sorted(PLANNERS)}),
     ("episodes", "--episodes", {"type": int}),
     ("seed", "--seed", {"type": int, "help": "seeds the episodes (seed + i) and the planner"}),
@@ -117,6 +122,9 @@ def add_arguments(parser) -> None:
             options = {"metavar": flag[2:].upper().replace("-", "_"), **options}
         parser.add_argument(flag, dest=key.replace(".", "_"), default=None, **options)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--fov", action="append", default=[], metavar="FACTOR=VALUE",
+                        help="plan in the real scene changed by a factor of variation the task declares (repeatable), "
+                             "e.g. --fov block_mass=1.5; the MuJoCo oracle sees the change, a learned model does not")
     add_config_arguments(parser)
 
 
@@ -124,6 +132,7 @@ def config_from_args(args) -> PlanConfig:
     """The run's config: defaults, then ``--config`` files, flags and ``key=value`` overrides."""
     values = {key: getattr(args, key.replace(".", "_")) for key, _, _ in FLAGS}
     values["progress"] = False if args.no_progress else None
+    values["fov"] = parse_fov(getattr(args, "fov", None)) or None
     return load_config(args.config, args.overrides, cls=PlanConfig, values=values)
 
 
@@ -137,6 +146,7 @@ def command_line(cfg: PlanConfig) -> str:
         parts += [] if value is None else [flag, str(value)]
     if not values.pop("progress"):
         parts.append("--no-progress")
+    parts += [x for k, v in values.pop("fov").items() for x in ("--fov", f"{k}={v:g}")]
     return " ".join(parts + [f"{k}={v}" for k, v in values.items() if v is not None])
 
 
@@ -161,8 +171,9 @@ def plan(cfg: PlanConfig) -> int:
     if s.samples * s.horizon > MAX_SEQUENCE_STEPS:
         raise UserError(f"planner.horizon x planner.samples = {s.horizon} x {s.samples} imagined steps per iteration "
                         f"is more than {MAX_SEQUENCE_STEPS:,}, too many to hold in memory; lower --horizon or --samples")
-    model = load_model(cfg.model, task)
-    env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size)
+    model = load_model(cfg.model, task, factors=cfg.fov)
+    env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size,
+                    **({"factors": cfg.fov} if cfg.fov else {}))
     if model.abilities.simulator_state:  # score the start once: a task the oracle cannot score fails before planning
         env.reset(seed=cfg.seed)
         model.reward(model.encode(None, None, sim_state=torch.from_numpy(env.get_state())[None]))
@@ -177,9 +188,9 @@ def plan(cfg: PlanConfig) -> int:
         if recorder is not None:
             recorder.close()
         env.close()
-    model_ref = cfg.model if cfg.model in REFERENCE_MODELS else str(Path(cfg.model).resolve())
+    model_ref = cfg.model if cfg.model in REFERENCE_MODELS else str(Path(resolve_run_dir(cfg.model)).resolve())
     result = {"task": task, "model": model_ref, "oracle": model.abilities.simulator_state,
-              "objective": cfg.objective, "seed": cfg.seed, **result,
+              "objective": cfg.objective, "seed": cfg.seed, "factors": cfg.fov, **result,
               "command": command_line(cfg), "torch_threads": torch.get_num_threads()}
     atomic_write_json(out / "plan.json", result)
     miss = "" if cfg.control_hz is None else f", {result['deadline_miss_rate']:.0%} missed {cfg.control_hz:g} Hz"

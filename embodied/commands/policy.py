@@ -1,16 +1,23 @@
-"""`embodied policy train`: an SB3 agent trained only inside a world model, evaluated in the real task.
+"""`embodied policy train`: an SB3 agent trained only inside a world model, evaluated in the real task;
+`embodied policy rank`: does the model's imagination rank policies as the real task does?
 
     embodied policy train --task reach --model RUN_DIR --algo sac --steps 20000 --out runs/policy/reach_sac
     embodied policy train --task reach --model RUN_DIR --baseline real --out ...
     embodied policy train --task reach --baseline random --out ...
     embodied policy train --config configs/policy.yaml model=RUN_DIR sac.batch_size=128
+    embodied policy train ... --save-every 2000          # snapshots along training, for ranking
+    embodied policy rank --task reach --model RUN_DIR --out runs/rank/reach \
+        --policies random scripted:0 scripted:0.6 runs/policy/reach_sac runs/policy/reach_sac/snapshots/*.zip
 
 Settings: the defaults (configs/policy.yaml documents them, SB3 hyper-parameters
 included), then ``--config`` files, flags and ``key=value`` overrides; see
-:mod:`embodied.policies.imagination` for what a run does and writes.
+:mod:`embodied.policies.imagination` for what a run does and writes, and
+:mod:`embodied.policies.rank` for the ranking (rank.json, scatter.png, rank.html).
 """
 from __future__ import annotations
 
+import shlex
+import sys
 from dataclasses import asdict
 
 
@@ -50,6 +57,8 @@ FLAGS = [
     (("sac.updates_per_step",), "--updates-per-step", dict(type=float, help="SAC gradient updates per env "
                                                            "transition (default 0.5)")),
     (("videos",), "--videos", dict(type=int, help="real evaluation episodes recorded in eval.mp4 (0: none)")),
+    (("save_every",), "--save-every", dict(type=int, help="snapshot the agent every N transitions into "
+                                           "OUT/snapshots/policy_<steps>_steps.zip (0: none), for `policy rank`")),
     (("threads",), "--threads", dict(type=int, help="torch CPU threads (default 1: the machine is shared)")),
 ]
 
@@ -62,6 +71,82 @@ def add_arguments(parser) -> None:
         p.add_argument(flag, dest=keys[0].replace(".", "_"), default=None, **options)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_arguments(p)
+    r = sub.add_parser("rank", help="run policies in the real task and in imagination from the same start states; "
+                       "how well imagination ranks them", description=RANK_DESCRIPTION)
+    for key, flag, options in RANK_FLAGS:
+        if "choices" not in options and "metavar" not in options:
+            options = {"metavar": flag[2:].upper(), **options}
+        r.add_argument(flag, dest=f"rank_{key}", default=None, **options)
+    r.add_argument("--fov", action="append", default=[], metavar="FACTOR=VALUE",
+                   help="run the real task changed by a factor of variation it declares (repeatable)")
+    r.add_argument("--no-progress", action="store_true", help="no per-policy lines")
+    add_config_arguments(r)
+
+
+RANK_DESCRIPTION = ("Each policy runs the same episodes in MuJoCo and in the model's imagination (same start states, "
+                    "same steps); rank.json, scatter.png and rank.html report real and imagined success and return, "
+                    "Spearman / Pearson, top-1 and pairwise agreement with bootstrap intervals. Put key=value "
+                    "overrides before --policies.")
+# (config key, flag, argparse options) of `policy rank`
+RANK_FLAGS = [
+    ("task", "--task", dict(help="task name (reach, push, occlusion)")),
+    ("model", "--model", dict(help="the world model whose imagination ranks the policies (a run folder)")),
+    ("policies", "--policies", dict(nargs="+", metavar="POLICY", help="random | scripted[:NOISE] (the task's expert "
+                                    "with action noise, e.g. scripted:0.3) | a folder from `embodied policy train` | "
+                                    "an SB3 zip (e.g. its snapshots/policy_<steps>_steps.zip)")),
+    ("episodes", "--episodes", dict(type=int, help="episodes per policy in each world (default 20)")),
+    ("seed", "--seed", dict(type=int, help="episode i resets with seed + 10000 + i; also seeds the bootstrap")),
+    ("horizon", "--horizon", dict(type=int, help="steps per episode in both worlds (default 0: the task's)")),
+    ("out", "--out", dict(help="output folder (default runs/rank/<task>_<model>)")),
+    ("bootstrap", "--bootstrap", dict(type=int, help="episode resamples for the confidence intervals (default 1000)")),
+    ("history", "--history", dict(choices=("episode", "context"), help="real-env latent of SB3 policies")),
+    ("threads", "--threads", dict(type=int, help="torch CPU threads (default 1: the machine is shared)")),
+]
+
+
+def rank_config_from_args(args):
+    """The ranking's config: defaults, then ``--config`` files, flags and ``key=value`` overrides."""
+    from embodied.envs.mujoco_base import parse_fov
+    from embodied.policies.rank import RankConfig
+
+    values = {key: getattr(args, f"rank_{key}") for key, _, _ in RANK_FLAGS}
+    values["progress"] = False if args.no_progress else None
+    values["fov"] = parse_fov(args.fov) or None
+    return load_config(args.config, args.overrides, cls=RankConfig, values=values)
+
+
+def rank_command_line(cfg) -> str:
+    """The `embodied policy rank` command that reproduces a ranking."""
+    parts = ["embodied", "policy", "rank", "--task", cfg.task, "--model", str(cfg.model), "--episodes",
+             str(cfg.episodes), "--seed", str(cfg.seed), "--horizon", str(cfg.horizon), "--bootstrap",
+             str(cfg.bootstrap), "--history", cfg.history, "--threads", str(cfg.threads)]
+    parts += ["--out", str(cfg.out)] if cfg.out else []
+    parts += [x for k, v in cfg.fov.items() for x in ("--fov", f"{k}={v:g}")]
+    parts += [] if cfg.progress else ["--no-progress"]
+    parts += [f"level={cfg.level:g}", "--policies", *cfg.policies]
+    return shlex.join(parts)
+
+
+def run_rank(args) -> int:
+    from embodied.policies.rank import rank_policies
+
+    cfg = rank_config_from_args(args)
+    check_writable(cfg.out or "runs/rank", "--out")
+    log = (lambda line: print(line, file=sys.stderr)) if cfg.progress else None
+    with torch_threads(cfg.threads):
+        r = rank_policies(cfg, rank_command_line(cfg), log=log)
+    s = r["statistics"]
+    parts = [f"{metric} spearman {_num(s[metric]['spearman']['value'])} "
+             f"[{_num(s[metric]['spearman']['ci'][0])}, {_num(s[metric]['spearman']['ci'][1])}], "
+             f"pairwise {_num(s[metric]['pairwise']['value'])}"
+             for metric in ("success", "return") if s.get(metric)]
+    print(f"{r['task']}: {len(r['policies'])} policies x {r['episodes']} episodes, imagined vs real: "
+          f"{'; '.join(parts) or 'no statistic defined'} ({r['wall_s']:.0f} s) -> {r['rank_json']}")
+    return 0
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def config_from_args(args) -> PolicyConfig:
@@ -86,6 +171,8 @@ def command_line(cfg: PolicyConfig) -> str:
 
 
 def run(args) -> int:
+    if args.action == "rank":
+        return run_rank(args)
     cfg = config_from_args(args)
     check_writable(cfg.out or "runs/policy", "--out")
     with torch_threads(cfg.threads):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from embodied.config import add_config_arguments, check_range, load_config
+from embodied.envs.mujoco_base import check_factors, parse_fov
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable
@@ -30,10 +31,12 @@ class ValidateConfig:
     seed: int = 0                # start states are the same for the same seed
     probes: list[str] = field(default_factory=list)  # a subset of the task's probes; empty: all of them
     media: bool = True           # GIFs of the best and worst cases in the report
+    fov: dict = field(default_factory=dict)  # factors of variation of the MuJoCo scene, e.g. {block_mass: 1.5}
 
     def check(self, source: str) -> None:
         check_range(source, {"seed": self.seed}, low=0)
         check_probes(self.task, self.probes, source)
+        self.fov = check_factors(task_class(self.task), self.fov)
 
 
 def check_probes(task: str, probes: list[str], source: str) -> None:
@@ -67,9 +70,13 @@ def common_flags(cfg) -> list[str]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help=f"run folder of a trained model, or {' | '.join(REFERENCE_MODELS)}")
+    parser.add_argument("--model", help=f"run folder of a trained model, a shipped checkpoint's name "
+                        f"(`embodied checkpoints`), or {' | '.join(REFERENCE_MODELS)}")
     parser.add_argument("--preset", choices=["quick", "full"],
                         help="quick: few start states (tests, demo, ~10-30 s); full: more start states (default)")
+    parser.add_argument("--fov", action="append", default=[], metavar="FACTOR=VALUE",
+                        help="run the probes in the MuJoCo scene changed by a factor of variation the task declares "
+                             "(repeatable), e.g. --fov block_mass=1.5")
     add_common_arguments(parser)
     add_config_arguments(parser)
 
@@ -77,13 +84,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     quick = True if args.quick or args.preset == "quick" else (False if args.preset == "full" else None)
     cfg = load_config(args.config, args.overrides, cls=ValidateConfig,
-                      values={"model": args.model, **common_values(args, quick)})
+                      values={"model": args.model, **common_values(args, quick), "fov": parse_fov(args.fov) or None})
     check_writable(cfg.out, "--out")
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    fov = [x for k, v in cfg.fov.items() for x in ("--fov", f"{k}={v:g}")]
     command = shlex.join(["embodied", "validate", "--task", cfg.task, "--model", cfg.model, "--out", cfg.out,
-                          "--preset", "quick" if cfg.quick else "full", "--seed", str(cfg.seed), *common_flags(cfg)])
+                          "--preset", "quick" if cfg.quick else "full", "--seed", str(cfg.seed), *common_flags(cfg),
+                          *fov])
     validation = validate(cfg.task, cfg.model, cfg.out, quick=cfg.quick, seed=cfg.seed, probes=cfg.probes or None,
-                          media=cfg.media, command=command)
+                          media=cfg.media, command=command, factors=cfg.fov)
     out = Path(cfg.out)
     bad = [p for p, r in validation["probes"].items() if not r["separates"]]
     print(f"wrote {out / 'validation.json'}")

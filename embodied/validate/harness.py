@@ -32,6 +32,7 @@ class Settings:
 
     quick: bool = False
     seed: int = 0
+    factors: dict = field(default_factory=dict)  # factors of variation of the MuJoCo scene (truth and oracle alike)
 
     def pick(self, quick, full):
         return quick if self.quick else full
@@ -78,7 +79,8 @@ class Harness:
         self.settings = settings
         self.probes = task_class(self.task).probes  # probe name -> its settings for this task
         self.size = size or int(model.image_size)
-        self.env = make_task(self.task, obs_type="pixels_proprio", width=self.size, height=self.size)
+        fov = {"factors": settings.factors} if settings.factors else {}
+        self.env = make_task(self.task, obs_type="pixels_proprio", width=self.size, height=self.size, **fov)
         self.action_dim = int(self.env.action_space.shape[0])
         if model.action_dim != self.action_dim:
             raise ValueError(f"the model takes {model.action_dim}-d actions but task {self.task!r} has "
@@ -86,8 +88,8 @@ class Harness:
         self.context = max(4, model.context)
         self.models = {"model": model, "copy_last": CopyLastFrame(self.task, self.action_dim),
                        "action_blind": ActionBlind(model),
-                       "mujoco": MujocoOracle(self.task, image_size=self.size)}
-        self.objects = {o.name: o for o in self.env.objects}
+                       "mujoco": MujocoOracle(self.task, image_size=self.size, **fov)}
+        self.objects = {o.name: o for o in self.env.objects}  # the env's: the colours it renders under the factors
         self.actuated = [o.name for o in self.env.objects if o.actuated]
         self._main = None
 

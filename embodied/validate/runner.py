@@ -12,7 +12,7 @@ import torch
 
 from embodied.envs.registry import canonical_task
 from embodied.io import atomic_write_json
-from embodied.load import REFERENCE_MODELS, load_model
+from embodied.load import REFERENCE_MODELS, load_model, resolve_run_dir
 from embodied.report import write_report
 from embodied.validate import scoring
 from embodied.validate.harness import PROBES, Harness, Settings
@@ -100,9 +100,10 @@ def _checkpoint_info(spec) -> dict | None:
     """Run directory and training step of a checkpoint, so every number names what made it."""
     if not isinstance(spec, (str, Path)) or str(spec) in REFERENCE_MODELS:
         return None
-    info = {"run_dir": str(Path(spec).resolve())}
+    folder = Path(resolve_run_dir(str(spec)))  # a shipped checkpoint's name: its folder
+    info = {"run_dir": str(folder.resolve())}
     try:
-        cfg = json.loads((Path(spec) / "config.json").read_text())
+        cfg = json.loads((folder / "config.json").read_text())
         info |= {k: cfg[k] for k in ("step", "arch", "task") if k in cfg}
     except (OSError, ValueError):
         pass
@@ -110,19 +111,27 @@ def _checkpoint_info(spec) -> dict | None:
 
 
 def validate(task: str, model, out: Path, quick: bool = False, seed: int = 0, probes=None,
-             media: bool = True, model_name: str | None = None, progress=print, command: str | None = None) -> dict:
+             media: bool = True, model_name: str | None = None, progress=print, command: str | None = None,
+             factors: dict | None = None) -> dict:
     """Run the task's probes (or ``probes``) on ``model`` (an object, a run folder or a reference model's
-    name); write ``validation.json`` (atomically) and ``report.html`` under ``out``."""
+    name); write ``validation.json`` (atomically) and ``report.html`` under ``out``.
+
+    ``factors``: factors of variation of the MuJoCo scene the probes run in (the truth and the oracle
+    alike), recorded in ``validation.json``.
+    """
     out = Path(out)
     spec = model
     task = canonical_task(task)
-    model = load_model(model, task)
+    factors = dict(factors or {})
+    model = load_model(model, task, factors=factors)
     if canonical_task(model.task or task) != task:
         raise ValueError(f"the model was trained on task {model.task!r}, not {task!r}: pass --task {model.task}")
-    settings = Settings(quick=quick, seed=seed)
+    settings = Settings(quick=quick, seed=seed, factors=factors)
     t0 = time.perf_counter()
+    under = "".join(f", {k}={v:g}" for k, v in factors.items())
     if progress:
-        progress(f"validate {model_name or spec} on {task} ({'quick' if quick else 'full'} settings, seed {seed})")
+        progress(f"validate {model_name or spec} on {task} ({'quick' if quick else 'full'} settings, seed {seed}"
+                 f"{under})")
     results, cases = run_probes(task, model, settings, probes, progress)
     validation = {
         "format": FORMAT,
@@ -131,6 +140,7 @@ def validate(task: str, model, out: Path, quick: bool = False, seed: int = 0, pr
         "model_class": type(model).__name__,
         "who": WHO_TEXT,
         "settings": {"quick": quick, "seed": seed},
+        "factors": factors,
         "command": command,
         "checkpoint": _checkpoint_info(spec),
         "scores": {p: r["score"] for p, r in results.items()},

@@ -19,7 +19,7 @@ from embodied.envs.imagined.contexts import (SPLITS, STARTS, DatasetContexts, Li
                                              context_from_options, dataset_path_of)
 from embodied.envs.registry import TASKS, canonical_task, task_class
 from embodied.errors import UserError
-from embodied.load import load_model
+from embodied.load import load_model, resolve_run_dir
 from embodied.models.base import WorldModel
 
 OBS_MODES = ("latent", "readout", "pixels", "pixels_proprio")
@@ -32,7 +32,7 @@ def resolve_model(model, task: str | None = None) -> WorldModel:
     if model is None:
         raise ValueError("pass model=RUN_DIR (a run folder written by `embodied train`) or a world-model object")
     if isinstance(model, (str, Path)):
-        return load_model(model, task or read_config(model)["task"])
+        return load_model(model, task or read_config(resolve_run_dir(model))["task"])
     if task and canonical_task(task) != canonical_task(model.task):
         raise UserError(f"model was trained for task {model.task!r}, not {task!r}")
     return model

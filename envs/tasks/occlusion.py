@@ -6,10 +6,24 @@ a pusher whose reward is to stay close to the ball.
 """
 import numpy as np
 
-from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
 
 SUCCESS_RADIUS = 0.08
 OCCLUDER_HALF_WIDTH = 0.09
+BALL_RADIUS = 0.035
+
+
+class _IsHidden:
+    """``is_hidden(xy)`` on the class (the occluder as built) and on an env (its own, which a factor may widen)."""
+
+    def __get__(self, env, cls):
+        half = (env if env is not None else cls).occluder_half_width
+
+        def is_hidden(xy) -> np.ndarray:
+            """Whether a ball at world xy is wholly under the occluder."""
+            return np.abs(np.asarray(xy)[..., 0]) < half - BALL_RADIUS
+
+        return is_hidden
 
 
 class OcclusionEnv(MujocoTaskEnv):
@@ -23,6 +37,17 @@ class OcclusionEnv(MujocoTaskEnv):
     probes = {"fidelity": {}, "controllability": {}, "planning_fidelity": {},
               "persistence": {"movers": ("ball", "pusher"), "still": "still"},
               "causality": {"object": "still", "pusher": "pusher", "keep_clear": ("ball",)}}
+    # interventions (--fov name=value): "train" near the data's defaults, "test" out of range
+    factors = {
+        "ball_damping": {"what": "viscous damping of the ball's rolling (N s/m; 0.3 stops it within an episode)",
+                         "default": 0.02, "train": [0.0, 0.05], "test": [0.3, 0.6],
+                         "apply": ("damping", "ball_x", "ball_y")},
+        "occluder_width": {"what": "full width of the occluder (m)", "default": 2 * OCCLUDER_HALF_WIDTH,
+                           "train": [0.16, 0.2], "test": [0.1, 0.24], "apply": ("occluder", "occluder")},
+        "ball_colour": {"what": "hue of the ball turned by this many degrees (0: red; 120: green, 300: magenta)",
+                        "default": 0.0, "train": [-10.0, 10.0], "test": [120.0, 300.0], "apply": ("hue", "ball")},
+        **floor_and_light_factors(),
+    }
 
     def _reset_task(self, rng):
         side = rng.choice([-1.0, 1.0])
@@ -48,12 +73,9 @@ class OcclusionEnv(MujocoTaskEnv):
     def proprio(self):
         return np.concatenate([self.data.qpos[4:6], self.data.qvel[4:6]])
 
-    def expert(self) -> np.ndarray:
+    def expert(self, objects=None, proprio=None) -> np.ndarray:
         """Chase the ball, wherever it is (the expert sees it even under the occluder)."""
-        objs = self.object_positions()
+        objs = self.object_positions() if objects is None else objects
         return np.clip(10.0 * (objs["ball"][:2] - objs["pusher"][:2]), -1.0, 1.0)
 
-    @staticmethod
-    def is_hidden(xy) -> np.ndarray:
-        """Whether a ball at world xy is wholly under the occluder."""
-        return np.abs(np.asarray(xy)[..., 0]) < OCCLUDER_HALF_WIDTH - 0.035
+    is_hidden = _IsHidden()  # is_hidden(xy): whether a ball at world xy is wholly under the occluder

@@ -1,7 +1,7 @@
 """Push: a pusher moves a block onto a goal. The block moves only through contact."""
 import numpy as np
 
-from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
 
 SUCCESS_RADIUS = 0.05
 
@@ -32,6 +32,23 @@ class PushEnv(MujocoTaskEnv):
     # the block moves only through contact
     probes = {"fidelity": {}, "controllability": {}, "planning_fidelity": {},
               "causality": {"object": "block", "pusher": "pusher"}}
+    # interventions (embodied collect / validate / plan --fov name=value); "train": values near the data's
+    # defaults, "test": out of range. The pusher is a stiff velocity servo, so the block's mass and dry friction
+    # show in how fast it starts and stops more than in where a long push takes it.
+    factors = {
+        "block_mass": {"what": "mass of the block (kg)", "default": 0.3, "train": [0.2, 0.45], "test": [0.1, 3.0],
+                       "apply": ("mass", "block")},
+        "block_friction": {"what": "dry friction of the block on the table (N, its slide joints' frictionloss)",
+                           "default": 0.3, "train": [0.2, 0.45], "test": [0.05, 1.5],
+                           "apply": ("frictionloss", "block_x", "block_y")},
+        "pusher_gain": {"what": "gain of the pusher's velocity servos (x; 1: 0.5 m/s at full action)",
+                        "default": 1.0, "train": [0.85, 1.15], "test": [0.5, 1.6], "apply": ("gain",)},
+        "block_size": {"what": "half width of the block (m)", "default": 0.05, "train": [0.045, 0.055],
+                       "test": [0.035, 0.07], "apply": ("half_width", "block")},
+        "block_colour": {"what": "hue of the block turned by this many degrees (0: red; 50: yellow, 300: magenta)",
+                         "default": 0.0, "train": [-10.0, 10.0], "test": [50.0, 300.0], "apply": ("hue", "block")},
+        **floor_and_light_factors(),
+    }
 
     def _reset_task(self, rng):
         block = rng.uniform(-0.12, 0.12, size=2)
@@ -50,9 +67,9 @@ class PushEnv(MujocoTaskEnv):
     def proprio(self):
         return np.concatenate([self.data.qpos[4:6], self.data.qvel[4:6]])
 
-    def expert(self) -> np.ndarray:
+    def expert(self, objects=None, proprio=None) -> np.ndarray:
         """Go behind the block (as seen from the goal), then push it toward the goal."""
-        objs = self.object_positions()
+        objs = self.object_positions() if objects is None else objects
         pusher, block, goal = objs["pusher"][:2], objs["block"][:2], objs["goal"][:2]
         direction = goal - block
         direction /= np.linalg.norm(direction) + 1e-9

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
 
 SUCCESS_RADIUS = 0.04
 LINKS = (0.14, 0.12)  # upper arm and forearm lengths in reach.xml
@@ -17,6 +17,14 @@ class ReachEnv(MujocoTaskEnv):
     reward_success_margin = SUCCESS_RADIUS  # reward = -distance(fingertip, target)
     # reach: no free object, nothing to hide: frames, the arm, and rankings
     probes = {"fidelity": {}, "controllability": {}, "planning_fidelity": {}}
+    # interventions (--fov name=value): "train" near the data's defaults, "test" out of range
+    factors = {
+        "arm_gain": {"what": "gain of both joint velocity servos (x; 1: 2.5 rad/s at full action)", "default": 1.0,
+                     "train": [0.85, 1.15], "test": [0.5, 1.6], "apply": ("gain",)},
+        "link_colour": {"what": "hue of the forearm turned by this many degrees (0: blue; 60: purple, 315: cyan)",
+                        "default": 0.0, "train": [-10.0, 10.0], "test": [60.0, 315.0], "apply": ("hue", "link2")},
+        **floor_and_light_factors(),
+    }
 
     def _reset_task(self, rng):
         qpos = self.data.qpos
@@ -36,13 +44,19 @@ class ReachEnv(MujocoTaskEnv):
         shoulder, elbow = self.data.qpos[2:4]
         return np.concatenate([[np.sin(shoulder), np.cos(shoulder), elbow], self.data.qvel[2:4]])
 
-    def expert(self) -> np.ndarray:
-        """Joint velocities that move the fingertip straight at the target (Jacobian transpose-inverse)."""
-        q1, q2 = self.data.qpos[2:4]
+    def expert(self, objects=None, proprio=None) -> np.ndarray:
+        """Joint velocities that move the fingertip straight at the target (Jacobian transpose-inverse).
+
+        With a state estimate, the joint angles come from ``proprio`` ([sin, cos] shoulder, elbow, ...).
+        """
+        if objects is not None and proprio is None:
+            raise ValueError("the reach expert needs the arm's proprio with object positions (a model with a "
+                             "proprio head)")
+        q1, q2 = self.data.qpos[2:4] if proprio is None else (np.arctan2(proprio[0], proprio[1]), proprio[2])
         l1, l2 = LINKS
         jac = np.array([[-l1 * np.sin(q1) - l2 * np.sin(q1 + q2), -l2 * np.sin(q1 + q2)],
                         [l1 * np.cos(q1) + l2 * np.cos(q1 + q2), l2 * np.cos(q1 + q2)]])
-        objs = self.object_positions()
+        objs = self.object_positions() if objects is None else objects
         delta = objs["target"][:2] - objs["fingertip"][:2]
         dq = np.linalg.solve(jac.T @ jac + 1e-3 * np.eye(2), jac.T @ (8.0 * delta))
         return np.clip(dq / 2.5, -1.0, 1.0)

@@ -1,0 +1,637 @@
+"""Ranking policies in imagination: does a world model order policies as the real task does?
+
+``rank_policies(cfg)`` runs every policy for the same episodes twice: in the
+real MuJoCo task and in the model's imagination, both from the same start
+states (episode ``i`` starts from ``reset(seed=seed + 10000 + i)`` of the real
+task; the imagined episode is seeded with that first real frame, as
+:class:`embodied.envs.imagined.LatentObservation` sees it after a reset) and for
+the same number of steps. It reports each policy's real and imagined success
+rate and return, and how well the imagined numbers rank the policies:
+Spearman and Pearson correlations, top-1 agreement and pairwise agreement, each
+with a bootstrap confidence interval over episodes.
+
+Policies (``--policies``, mixed freely)
+    ``random``: uniform actions. ``scripted[:NOISE]``: the task's expert with
+    temporally correlated action noise of standard deviation NOISE (default 0),
+    as ``embodied collect`` uses it; in the real task it reads the true state,
+    in imagination the model's predicted object positions and proprio (it
+    needs a model with those heads). A folder written by ``embodied policy
+    train`` (its ``policy.zip``), or any SB3 zip such as the snapshots of
+    ``--save-every`` (``DIR/snapshots/policy_<steps>_steps.zip``): loaded with
+    SB3's own ``load`` (algorithm and observations from the run's
+    ``policy.json``), acting on the model's latent or read-out vector behind
+    :class:`~embodied.envs.imagined.LatentObservation` in the real task and in
+    :class:`~embodied.envs.imagined.ImaginedEnv`, deterministic actions. The
+    per-episode random numbers of ``random`` and ``scripted`` are seeded by the
+    episode's seed, so a policy draws the same noise in both worlds.
+
+Statistics (pure functions below, on per-policy means)
+    ``spearman`` and ``pearson`` (scipy.stats; NaN when either side is
+    constant); ``top1``: of the policies tied for best in imagination, the
+    share also tied for best in reality (1: the model picks a real best);
+    ``pairwise``: over the policy pairs the real task orders (not tied), the
+    share the model orders the same way, a tie in imagination counting one
+    half. Confidence intervals resample episodes with replacement (the same
+    start states for every policy and both worlds, so columns are resampled
+    together), percentile intervals from a seeded generator.
+
+Writes ``rank.json``, ``scatter.png`` (imagined against real success and
+return, one labelled point per policy) and ``rank.html`` under ``out``.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+import zipfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from embodied.config import check_range
+from embodied.envs.imagined import ImaginedEnv, LatentObservation
+from embodied.envs.mujoco_base import check_factors
+from embodied.envs.registry import canonical_task, make_task, task_class
+from embodied.errors import UserError
+from embodied.io import atomic_write_bytes, atomic_write_json
+from embodied.load import load_model, resolve_run_dir
+from embodied.policies.imagination import EVAL_SEED_OFFSET, checkpoint_info
+
+FORMAT = "embodied-rank/1"
+METRICS = ("success", "return")
+SB3_OBS = ("latent", "readout")
+
+
+# ---- the statistics ---------------------------------------------------------------------------------------------
+
+def _pair(real, imagined) -> tuple[np.ndarray, np.ndarray]:
+    real, imagined = np.asarray(real, np.float64).ravel(), np.asarray(imagined, np.float64).ravel()
+    if real.shape != imagined.shape:
+        raise ValueError(f"{real.size} real values but {imagined.size} imagined ones: one of each per policy")
+    return real, imagined
+
+
+def _constant(x: np.ndarray) -> bool:
+    return x.size < 2 or bool(np.all(x == x[0]))
+
+
+def spearman(real, imagined) -> float:
+    """Spearman rank correlation of real and imagined values (one per policy); NaN when either is constant."""
+    real, imagined = _pair(real, imagined)
+    if _constant(real) or _constant(imagined):
+        return float("nan")
+    return float(stats.spearmanr(real, imagined).statistic)
+
+
+def pearson(real, imagined) -> float:
+    """Pearson correlation of real and imagined values (one per policy); NaN when either is constant."""
+    real, imagined = _pair(real, imagined)
+    if _constant(real) or _constant(imagined):
+        return float("nan")
+    return float(stats.pearsonr(real, imagined).statistic)
+
+
+def top1_agreement(real, imagined) -> float:
+    """Of the policies tied for best in imagination, the share also tied for best in reality (1: a real best)."""
+    real, imagined = _pair(real, imagined)
+    if real.size == 0:
+        return float("nan")
+    picked = imagined == imagined.max()
+    return float(np.mean(real[picked] == real.max()))
+
+
+def pairwise_agreement(real, imagined) -> float:
+    """Over the policy pairs the real values order (not tied), the share imagination orders the same way.
+
+    A pair tied in imagination counts one half; NaN when reality ties every pair.
+    """
+    real, imagined = _pair(real, imagined)
+    i, j = np.triu_indices(real.size, k=1)
+    real_sign, imagined_sign = np.sign(real[i] - real[j]), np.sign(imagined[i] - imagined[j])
+    ordered = real_sign != 0
+    if not ordered.any():
+        return float("nan")
+    score = np.where(imagined_sign == 0, 0.5, (real_sign == imagined_sign).astype(np.float64))
+    return float(score[ordered].mean())
+
+
+STATISTICS = {"spearman": spearman, "pearson": pearson, "top1": top1_agreement, "pairwise": pairwise_agreement}
+
+
+def bootstrap_ci(real, imagined, statistic, samples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over episode resamples.
+
+    ``real`` and ``imagined`` are (policies, episodes) per-episode values, episode
+    ``e`` the same start state in every row and in both arrays, so the same
+    resampled columns are taken from both; the statistic is computed on the
+    per-policy means. Resamples where it is undefined (NaN) are dropped; (NaN,
+    NaN) when none is left. The generator is seeded: the same inputs give the
+    same interval.
+    """
+    real, imagined = np.asarray(real, np.float64), np.asarray(imagined, np.float64)
+    if real.ndim != 2 or real.shape != imagined.shape:
+        raise ValueError(f"real {real.shape} and imagined {imagined.shape} must both be (policies, episodes)")
+    rng = np.random.default_rng(seed)
+    episodes = real.shape[1]
+    values = np.empty(samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for k in range(samples):
+            idx = rng.integers(0, episodes, episodes)
+            values[k] = statistic(real[:, idx].mean(1), imagined[:, idx].mean(1))
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def ranking_stats(real, imagined, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Every statistic of :data:`STATISTICS` on (policies, episodes) arrays: {name: {"value", "ci": [lo, hi]}}."""
+    real, imagined = np.asarray(real, np.float64), np.asarray(imagined, np.float64)
+    out = {}
+    for name, fn in STATISTICS.items():
+        value = fn(real.mean(1), imagined.mean(1))
+        ci = bootstrap_ci(real, imagined, fn, samples, seed, level) if samples else (float("nan"),) * 2
+        out[name] = {"value": _finite(value), "ci": [_finite(ci[0]), _finite(ci[1])]}
+    return out
+
+
+def _finite(x):
+    """A JSON number, or None for NaN / infinity."""
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+# ---- the settings -----------------------------------------------------------------------------------------------
+
+@dataclass
+class RankConfig:
+    task: str = "reach"                # reach | push | occlusion
+    model: str | None = None           # the world model whose imagination ranks the policies (a run folder)
+    policies: list[str] = field(default_factory=list)  # random | scripted[:noise] | policy folder | SB3 zip
+    episodes: int = 20                 # episodes per policy, in each world; seeds seed + 10000 + i
+    seed: int = 0
+    horizon: int = 0                   # steps per episode in both worlds; 0: the task's episode length
+    out: str | None = None             # default runs/rank/<task>_<model>
+    bootstrap: int = 1000              # resamples of the episodes for the confidence intervals (0: none)
+    level: float = 0.95                # confidence level of the intervals
+    history: str = "episode"           # real-env latent of SB3 policies: the whole episode or the last frames
+    threads: int = 1                   # torch CPU threads; 0 keeps torch's default
+    progress: bool = True
+    fov: dict = field(default_factory=dict)  # factors of variation of the real scene, e.g. {block_mass: 1.5}
+
+    def check(self, source: str) -> None:
+        if self.model is None:
+            raise UserError("no world model given: pass --model RUN_DIR (a run folder from `embodied train`)")
+        if len(self.policies) < 2:
+            raise UserError(f"policies = {self.policies} in {source}: rank at least two, e.g. "
+                            "--policies random scripted:0 scripted:0.6 runs/policy/reach_sac")
+        if self.history not in ("episode", "context"):
+            raise UserError(f"history = {self.history!r} in {source} must be one of episode, context")
+        check_range(source, {"episodes": self.episodes}, low=1)
+        check_range(source, {"seed": self.seed, "horizon": self.horizon, "bootstrap": self.bootstrap,
+                             "threads": self.threads}, low=0)
+        check_range(source, {"level": self.level}, low=0, high=1, above=True, below=True)
+        if self.fov:
+            self.fov = check_factors(task_class(self.task), self.fov)
+
+
+# ---- the policies -----------------------------------------------------------------------------------------------
+
+@dataclass
+class PolicySpec:
+    """One policy to rank: what it is, and for SB3 where it lives and what it observes."""
+
+    label: str
+    kind: str                          # random | scripted | sb3
+    noise: float = 0.0                 # scripted: std of the correlated action noise
+    path: str | None = None            # sb3: the zip
+    algo: str | None = None            # sb3: sac | ppo
+    obs: str | None = None             # sb3: latent | readout
+    history: str | None = None         # sb3: the real-env latent it was evaluated with (policy.json)
+    trained_with: str | None = None    # sb3: the world model it was trained in (policy.json)
+
+
+def _policy_json(zip_path: Path) -> dict:
+    """The policy.json of the run a zip belongs to (beside it, or one folder up for a snapshot), or {}."""
+    for folder in (zip_path.parent, zip_path.parent.parent):
+        f = folder / "policy.json"
+        if f.is_file():
+            try:
+                return json.loads(f.read_text())
+            except (OSError, ValueError):
+                raise UserError(f"{f}: not readable JSON; re-run `embodied policy train` or delete it") from None
+    return {}
+
+
+def parse_policy(text: str) -> PolicySpec:
+    """A :class:`PolicySpec` from what a user types (see the module docstring); a one-line UserError otherwise."""
+    text = str(text).strip()
+    if text == "random":
+        return PolicySpec("random", "random")
+    if text == "scripted" or text.startswith("scripted:"):
+        raw = text.partition(":")[2] or "0"
+        try:
+            noise = float(raw)
+        except ValueError:
+            noise = float("nan")
+        if not (np.isfinite(noise) and noise >= 0):
+            raise UserError(f"policy {text!r}: the noise after 'scripted:' must be a number >= 0, e.g. scripted:0.3")
+        return PolicySpec(f"scripted:{noise:g}", "scripted", noise=noise)
+    path = Path(text)
+    if path.is_dir():
+        if not (path / "policy.zip").is_file():
+            info = _policy_json(path / "policy.zip")
+            if info.get("algo") == "random":  # `embodied policy train --baseline random` saves no agent
+                return PolicySpec(path.name, "random")
+            raise UserError(f"policy {text!r}: no policy.zip in this folder; pass a folder written by "
+                            "`embodied policy train`, an SB3 zip, random or scripted[:noise]")
+        zip_path, label = path / "policy.zip", path.name
+    elif path.is_file() and path.suffix == ".zip":
+        zip_path = path
+        steps = re.fullmatch(r"policy_(\d+)_steps", path.stem)
+        run = path.parent.parent if path.parent.name == "snapshots" else path.parent
+        label = f"{run.name}@{steps.group(1)}" if steps else f"{path.parent.name}/{path.stem}"
+    else:
+        raise UserError(f"policy {text!r}: no such folder or .zip file; pass random, scripted[:noise], a folder "
+                        "written by `embodied policy train` or an SB3 zip")
+    info = _policy_json(zip_path)
+    config = info.get("config") or {}
+    obs = info.get("observations") or config.get("obs")
+    if obs == "state":
+        raise UserError(f"policy {text!r} observes the true simulator state (--real-obs state), which imagination "
+                        "does not have; rank policies that observe the model's latent or read-out")
+    algo = info.get("algo") if info.get("algo") in ("sac", "ppo") else None
+    return PolicySpec(label, "sb3", path=str(zip_path), algo=algo, obs=obs if obs in SB3_OBS else None,
+                      history=config.get("history"), trained_with=info.get("model"))
+
+
+def parse_policies(items) -> list[PolicySpec]:
+    """Every policy of ``--policies``, labels made unique (a repeated label gets #2, #3, ...)."""
+    out, seen = [], {}
+    for item in items:
+        spec = parse_policy(item)
+        seen[spec.label] = seen.get(spec.label, 0) + 1
+        if seen[spec.label] > 1:
+            spec.label = f"{spec.label}#{seen[spec.label]}"
+        out.append(spec)
+    return out
+
+
+def load_sb3(spec: PolicySpec):
+    """The SB3 agent of a zip (SB3's own ``load``; the algorithm from policy.json, else whichever loads it)."""
+    from stable_baselines3 import PPO, SAC
+
+    classes = {"sac": SAC, "ppo": PPO}
+    tries = [classes[spec.algo]] if spec.algo else [SAC, PPO]
+    for cls in tries:
+        try:
+            return cls.load(spec.path, device="cpu")
+        except (ValueError, KeyError, TypeError, AssertionError, RuntimeError, zipfile.BadZipFile):
+            continue
+    raise UserError(f"policy {spec.path}: not an SB3 SAC or PPO zip that loads; pass a policy.zip or a snapshot "
+                    "written by `embodied policy train`")
+
+
+def _vector_dim(model, mode: str) -> int | None:
+    """The size of the model's latent or read-out observation (None when it has no read-out)."""
+    if mode == "readout" and not model.abilities.readout:
+        return None
+    return int(ImaginedEnv(model, obs_mode=mode, task=model.task, horizon=1).observation_space.shape[0])
+
+
+def sb3_observations(spec: PolicySpec, agent, model) -> str:
+    """Which observation the agent takes (policy.json's, else the one whose size fits), checked against the model."""
+    want = agent.observation_space.shape
+    modes = [spec.obs] if spec.obs else list(SB3_OBS)
+    for mode in modes:
+        if (_vector_dim(model, mode),) == tuple(want):
+            return mode
+    have = {m: _vector_dim(model, m) for m in SB3_OBS}
+    raise UserError(f"policy {spec.path} observes a {want} vector ({spec.obs or 'latent or readout'}), but the model "
+                    f"gives {have}: rank policies trained in this model (--model)")
+
+
+class Actor:
+    """``act(obs)`` of one policy in one world for one episode at a time (``start(seed)`` begins an episode)."""
+
+    def __init__(self, spec: PolicySpec, action_dim: int, expert=None, agent=None):
+        self.spec, self.action_dim, self.expert, self.agent = spec, action_dim, expert, agent
+        self.rng = np.random.default_rng(0)
+        self.noise = np.zeros(action_dim)
+
+    def start(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)  # the same draws in the real and the imagined episode
+        self.noise = np.zeros(self.action_dim)
+
+    def __call__(self, obs) -> np.ndarray:
+        kind = self.spec.kind
+        if kind == "random":
+            return self.rng.uniform(-1.0, 1.0, self.action_dim)
+        if kind == "sb3":
+            return self.agent.predict(obs, deterministic=True)[0]
+        # scripted: correlated noise of stationary std `noise`, as embodied.collect.make_policy
+        self.noise = 0.8 * self.noise + 0.6 * self.spec.noise * self.rng.standard_normal(self.action_dim)
+        return np.clip(np.asarray(self.expert(), np.float64) + self.noise, -1.0, 1.0)
+
+
+# ---- the episodes -----------------------------------------------------------------------------------------------
+
+def _start_context(task_env, seed: int, model) -> dict:
+    """The first real frame (and proprio) of episode ``seed``: what an imagined episode is seeded with."""
+    obs, _ = task_env.reset(seed=seed)
+    ctx = {"frames": np.asarray(obs["pixels"])[None]}
+    if model.proprio_dim:
+        ctx["proprio"] = np.asarray(obs["proprio"], np.float32)[None]
+    return ctx
+
+
+def success_from_objects(task_env, objects: dict) -> bool | None:
+    """The task's success rule on object positions ({name: xy}); None unless every sensor of the task is an
+    object position (``<name>_pos``), so that the rule reads nothing else."""
+    m = task_env.model
+    sensors = {m.sensor(i).name for i in range(m.nsensor)}
+    if not objects or sensors != {f"{name}_pos" for name in objects}:
+        return None
+    data = np.zeros(m.nsensordata)
+    for name, xy in objects.items():
+        task_env.sensor(data, f"{name}_pos")[:2] = np.asarray(xy, np.float64)[:2]
+    return bool(task_env.reward_from_sensors(data)[1])
+
+
+def _object_names(model, task_env) -> list[str]:
+    """The names of the model's predicted objects, in its order (the dataset's: the task's objects)."""
+    return list(getattr(model, "object_names", None) or [o.name for o in task_env.objects])
+
+
+def _predicted(model, state, names) -> tuple[dict, np.ndarray | None]:
+    """The model's predicted object positions ({name: xy}) and proprio of a batch-1 state."""
+    with torch.no_grad():
+        xy = model.objects(state)[0].double().cpu().numpy()
+        proprio = model.proprio(state)[0].double().cpu().numpy() if model.abilities.proprio else None
+    return dict(zip(names, xy)), proprio
+
+
+def real_episodes(task_env, model, spec: PolicySpec, seeds, steps: int, agent=None, obs: str = "latent",
+                  history: str = "episode") -> list[dict]:
+    """Each seed's episode of the policy in the real task: {seed, return, success (at the last step), steps}."""
+    if spec.kind == "sb3":
+        env = LatentObservation(task_env, model, history=history, obs_mode=obs)
+        actor = Actor(spec, model.action_dim, agent=agent)
+    else:
+        env = task_env
+        actor = Actor(spec, model.action_dim, expert=task_env.expert)
+    records = []
+    for seed in seeds:
+        obs_now, _ = env.reset(seed=seed)
+        actor.start(seed)
+        ret, success, t = 0.0, False, 0
+        for t in range(1, steps + 1):
+            obs_now, reward, terminated, truncated, info = env.step(actor(obs_now))
+            ret += float(reward)
+            success = bool(info.get("is_success", False))
+            if terminated or truncated:
+                break
+        records.append({"seed": seed, "return": ret, "success": success, "steps": t})
+    return records
+
+
+def imagined_episodes(task_env, model, spec: PolicySpec, seeds, steps: int, agent=None,
+                      obs: str = "latent") -> tuple[list[dict], str | None]:
+    """Each seed's episode of the policy in the model's imagination, seeded with the real episode's first frame.
+
+    Returns the records and where imagined success came from: the model (its success head, or the task's
+    rule on its predicted reward), the task's rule on its predicted object positions, or None (unknown).
+    """
+    env = ImaginedEnv(model, obs_mode=obs, task=model.task, horizon=steps)
+    names = _object_names(model, task_env) if model.abilities.objects else []
+    if spec.kind == "scripted":
+        if not (model.abilities.objects and len(names) == len(task_env.objects)):
+            raise UserError(f"policy {spec.label}: the scripted expert acts on object positions, and this model "
+                            "predicts none (no object head): rank SB3 or random policies with it, or train a model "
+                            "with model.object_weight > 0")
+
+        def expert():
+            objects, proprio = _predicted(model, env.core.state, names)
+            return task_env.expert(objects, proprio)
+
+        actor = Actor(spec, model.action_dim, expert=expert)
+    else:
+        actor = Actor(spec, model.action_dim, agent=agent)
+    records, source = [], None
+    for seed in seeds:
+        obs_now, info = env.reset(options={"context": _start_context(task_env, seed, model)})
+        actor.start(seed)
+        ret, success, t = 0.0, None, 0
+        for t in range(1, steps + 1):
+            obs_now, reward, terminated, truncated, info = env.step(actor(obs_now))
+            ret += float(reward)
+            if terminated or truncated:
+                break
+        if "is_success" in info:
+            success, source = bool(info["is_success"]), "model"
+        elif names:
+            success = success_from_objects(task_env, _predicted(model, env.core.state, names)[0])
+            source = "predicted objects" if success is not None else None
+        records.append({"seed": seed, "return": ret, "success": success, "steps": t})
+    env.close()
+    return records, source
+
+
+# ---- the run ----------------------------------------------------------------------------------------------------
+
+def _summary(records: list[dict]) -> dict:
+    returns = np.array([r["return"] for r in records])
+    known = [r["success"] for r in records if r["success"] is not None]
+    return {"success_rate": float(np.mean(known)) if len(known) == len(records) else None,
+            "return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": len(records)}
+
+
+def rank_policies(cfg: RankConfig, command: str = "", log=None) -> dict:
+    """Run every policy in both worlds, score the ranking, write rank.json, scatter.png and rank.html."""
+    t0 = time.perf_counter()
+    task = canonical_task(cfg.task)
+    specs = parse_policies(cfg.policies)  # every policy checked before any episode runs
+    model = load_model(cfg.model, task)
+    model_name = Path(str(resolve_run_dir(cfg.model))).name
+    out = Path(cfg.out or Path("runs") / "rank" / f"{task}_{model_name}")
+    fov = {"factors": cfg.fov} if cfg.fov else {}
+    size = model.image_size
+    task_env = make_task(task, obs_type="pixels_proprio", width=size, height=size, **fov)  # frames: SB3, contexts
+    state_env = make_task(task, obs_type="state", **fov)  # scripted and random act in the real task without frames
+    steps = cfg.horizon or int(task_env.max_episode_steps)
+    if steps > task_env.max_episode_steps:
+        raise UserError(f"horizon = {cfg.horizon}: a real {task} episode has at most {task_env.max_episode_steps} "
+                        "steps; pass --horizon up to that (0: all of them)")
+    seeds = [cfg.seed + EVAL_SEED_OFFSET + i for i in range(cfg.episodes)]
+    if any(s.kind == "scripted" for s in specs):
+        if state_env.expert() is None:
+            raise UserError(f"task {task!r} has no scripted expert: rank SB3 or random policies")
+        if not model.abilities.objects:
+            raise UserError("the scripted expert acts on object positions in imagination, and this model predicts "
+                            "none (no object head): rank SB3 or random policies with it, or train a model with "
+                            "model.object_weight > 0")
+    agents, run_dir = {}, Path(str(resolve_run_dir(cfg.model))).resolve()
+    for spec in specs:  # load and check every SB3 policy before the long part
+        if spec.kind == "sb3":
+            agent = load_sb3(spec)
+            spec.obs = sb3_observations(spec, agent, model)
+            agents[spec.label] = agent
+            if log and spec.trained_with and Path(spec.trained_with).resolve() != run_dir:
+                log(f"note: {spec.label} was trained in {spec.trained_with}; here it observes through --model")
+
+    rows, success_sources = [], set()
+    for spec in specs:
+        t_policy = time.perf_counter()
+        agent = agents.get(spec.label)
+        obs = spec.obs or "latent"
+        real_env = task_env if spec.kind == "sb3" else state_env
+        real = real_episodes(real_env, model, spec, seeds, steps, agent, obs, spec.history or cfg.history)
+        imagined, source = imagined_episodes(task_env, model, spec, seeds, steps, agent, obs)
+        success_sources.add(source)
+        row = {"label": spec.label, "kind": spec.kind, "policy": asdict(spec), "real": _summary(real),
+               "imagined": _summary(imagined), "per_episode": {"real": real, "imagined": imagined},
+               "wall_s": round(time.perf_counter() - t_policy, 2)}
+        rows.append(row)
+        if log:
+            r, i = row["real"], row["imagined"]
+            isucc = "n/a" if i["success_rate"] is None else f"{i['success_rate']:.0%}"
+            log(f"  {spec.label:24s} real success {r['success_rate']:4.0%} return {r['return_mean']:8.2f} | "
+                f"imagined success {isucc:>4s} return {i['return_mean']:8.2f}  ({row['wall_s']:.0f} s)")
+    task_env.close()
+    state_env.close()
+
+    per_episode = {(world, metric): np.array([[float(e[metric]) if e[metric] is not None else np.nan
+                                               for e in row["per_episode"][world]] for row in rows])
+                   for world in ("real", "imagined") for metric in METRICS}
+    statistics = {}
+    for metric in METRICS:
+        real, imagined = per_episode[("real", metric)], per_episode[("imagined", metric)]
+        if np.isnan(imagined).any():
+            statistics[metric] = None  # imagined success unknown for this model and task
+            continue
+        statistics[metric] = ranking_stats(real, imagined, cfg.bootstrap, cfg.seed, cfg.level)
+        for name, rank in (("real_rank", _ranks(real.mean(1))), ("imagined_rank", _ranks(imagined.mean(1)))):
+            for row, r in zip(rows, rank):
+                row.setdefault(name, {})[metric] = r
+    source = next(iter(success_sources)) if len(success_sources) == 1 else None
+    result = {
+        "format": FORMAT, "task": task, "model": str(cfg.model), "checkpoint": checkpoint_info(
+            str(resolve_run_dir(cfg.model))), "factors": cfg.fov, "episodes": cfg.episodes, "steps": steps,
+        "seeds": seeds, "imagined_success_from": source,
+        "bootstrap": {"samples": cfg.bootstrap, "level": cfg.level, "seed": cfg.seed},
+        "policies": rows, "statistics": statistics, "command": command, "config": asdict(cfg),
+        "torch_threads": torch.get_num_threads(), "wall_s": round(time.perf_counter() - t0, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    plot_scatter(out / "scatter.png", rows)
+    atomic_write_json(out / "rank.json", result)
+    atomic_write_bytes(out / "rank.html", rank_html(result).encode())
+    result["rank_json"] = str(out / "rank.json")
+    return result
+
+
+def _ranks(values: np.ndarray) -> list[float]:
+    """1 = best; ties share their mean rank."""
+    return [float(r) for r in stats.rankdata(-np.asarray(values, np.float64))]
+
+
+# ---- the report -------------------------------------------------------------------------------------------------
+
+def plot_scatter(path: Path, rows: list[dict]) -> Path:
+    """scatter.png: imagined against real success rate and return, one labelled point per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [m for m in METRICS if all(r["imagined"][f"{m}_rate" if m == "success" else f"{m}_mean"] is not None
+                                        for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), dpi=100, squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        key = "success_rate" if metric == "success" else "return_mean"
+        x = np.array([r["real"][key] for r in rows])
+        y = np.array([r["imagined"][key] for r in rows])
+        ax.scatter(x, y, color="tab:blue", zorder=3)
+        at: dict = {}  # policies on the same point share one label
+        for xi, yi, r in zip(x, y, rows):
+            at.setdefault((round(float(xi), 9), round(float(yi), 9)), []).append(r["label"])
+        for (xi, yi), labels in at.items():
+            ax.annotate(", ".join(labels), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls=":", color="gray", label="imagined = real")
+        ax.set_xlabel(f"real {metric}")
+        ax.set_ylabel(f"imagined {metric}")
+        ax.set_title(f"{metric}: one point per policy", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}code{background:#f5f5f5;padding:1px 4px}
+img{max-width:100%;border:1px solid #eee}.note{color:#555;font-size:90%}
+"""
+
+
+def _f(v, fmt: str = "{:.3g}") -> str:
+    return "n/a" if v is None else html.escape(fmt.format(v))
+
+
+def rank_html(result: dict) -> str:
+    """rank.html: the policies' real and imagined numbers, the ranking statistics with intervals, the scatter."""
+    e = html.escape
+    rows = []
+    for r in result["policies"]:
+        real, imag = r["real"], r["imagined"]
+        rows.append(f"<tr><td>{e(r['label'])}</td><td>{e(r['kind'])}</td><td>{_f(real['success_rate'], '{:.0%}')}</td>"
+                    f"<td>{_f(imag['success_rate'], '{:.0%}')}</td><td>{_f(real['return_mean'], '{:.2f}')}</td>"
+                    f"<td>{_f(imag['return_mean'], '{:.2f}')}</td>"
+                    f"<td>{_f((r.get('real_rank') or {}).get('return'), '{:g}')}</td>"
+                    f"<td>{_f((r.get('imagined_rank') or {}).get('return'), '{:g}')}</td></tr>")
+    stat_rows = []
+    for name in STATISTICS:
+        cells = []
+        for metric in METRICS:
+            s = (result["statistics"].get(metric) or {}).get(name)
+            cells.append("n/a" if s is None else f"{_f(s['value'])} [{_f(s['ci'][0])}, {_f(s['ci'][1])}]")
+        stat_rows.append(f"<tr><td>{name}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+    b = result["bootstrap"]
+    factors = ", ".join(f"{k}={v:g}" for k, v in result["factors"].items()) or "none (the task as built)"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>policy ranking: {e(result['task'])}</title>
+<style>{CSS}</style></head><body>
+<h1>Policy ranking in imagination: {e(result['task'])}</h1>
+<p>Model <code>{e(result['model'])}</code>; {result['episodes']} episodes per policy in each world, {result['steps']}
+steps, the same start states (reset seeds {result['seeds'][0]}..{result['seeds'][-1]}); factors of variation:
+{e(factors)}. Imagined success from: {e(str(result['imagined_success_from']))}.</p>
+<h2>Policies</h2>
+<table><tr><th>policy</th><th>kind</th><th>real success</th><th>imagined success</th><th>real return</th>
+<th>imagined return</th><th>real rank (return)</th><th>imagined rank (return)</th></tr>
+{''.join(rows)}</table>
+<h2>Does imagination rank them as reality does?</h2>
+<table><tr><th>statistic</th><th>success: value [{b['level']:.0%} CI]</th>
+<th>return: value [{b['level']:.0%} CI]</th></tr>
+{''.join(stat_rows)}</table>
+<p class="note">spearman, pearson: correlation of the per-policy means; top1: of the policies best in imagination,
+the share also best in reality; pairwise: the share of policy pairs (ordered in reality) that imagination orders
+the same way, ties counting one half. Intervals: {b['samples']} bootstrap resamples of the episodes (seed
+{b['seed']}); n/a: undefined (every policy scored the same in one of the worlds).</p>
+<figure><img src="scatter.png" alt="imagined against real success and return"></figure>
+<p class="note">Command: <code>{e(result['command'] or '')}</code></p>
+</body></html>
+"""
+
