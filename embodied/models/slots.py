@@ -270,22 +270,29 @@ class SlotsWorldModel(LearnedWorldModel):
         return i[keep], j[keep]
 
     # -- rendering -----------------------------------------------------------------------------
-    def _render(self, pos: torch.Tensor) -> torch.Tensor:
-        """Positions (N,K,2) -> frames (N,3,H,W) in [0,1]."""
+    def _render(self, pos: torch.Tensor, learn_looks: bool = True) -> torch.Tensor:
+        """Positions (N,K,2) -> frames (N,3,H,W) in [0,1].
+
+        ``learn_looks=False`` renders with the sprites, colours, depth order and front layer detached, so a
+        loss on the frame trains only the positions: predicted frames, whose positions are uncertain, would
+        otherwise teach faint, smeared sprites that hedge between places.
+        """
         n, k = pos.shape[:2]
         s = self.image_size
         half = self.cfg.sprite_px / s                                            # sprite half width, image units
         grid = (self.grid[None] - pos.reshape(n * k, 1, 1, 2)) / half            # (N*K,1,HW,2)
-        alpha = torch.sigmoid(self.sprites).repeat(n, 1, 1, 1)                  # (N*K,1,S',S')
+        looks = lambda t: t if learn_looks else t.detach()  # noqa: E731
+        alpha = torch.sigmoid(looks(self.sprites)).repeat(n, 1, 1, 1)           # (N*K,1,S',S')
         a = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         a = a.view(n, k, s, s) * self.active[None, :, None, None]
         none = torch.prod(1 - a, dim=1, keepdim=True)                            # (N,1,H,W)
-        w = a * torch.exp(self.depth - self.depth.max())[None, :, None, None]
+        depth = looks(self.depth)
+        w = a * torch.exp(depth - depth.max())[None, :, None, None]
         w = w / (w.sum(1, keepdim=True) + 1e-6)
-        colours = self.colours.clamp(0, 1)
+        colours = looks(self.colours).clamp(0, 1)
         objects = torch.einsum("nkhw,kc->nchw", w, colours)
         img = none * self.background[None] + (1 - none) * objects
-        front = torch.sigmoid(self.front)[None]
+        front = torch.sigmoid(looks(self.front))[None]
         return front * self.background[None] + (1 - front) * img
 
     # -- interface -----------------------------------------------------------------------------
@@ -355,10 +362,14 @@ class SlotsWorldModel(LearnedWorldModel):
         l_pos = (err * g).sum() / (2 * g.sum() + 1e-6)
 
         all_p, all_v = torch.cat([f_pos, ol_p], 1), torch.cat([f_vel, ol_v], 1)  # (B,T,K,2)
-        # render the last context frame and a few open-loop frames (rendering every frame costs most of a step)
-        shown = torch.cat([torch.tensor([ctx - 1]), ctx + torch.randperm(t - ctx)[:RENDERED - 1]])
-        x = frames_to_float(frames[:, shown].to(p.device))
-        rendered = self._render(all_p[:, shown].flatten(0, 1)).view(x.shape)
+        # render two context frames (positions as observed: they teach the sprites, colours, depth order and
+        # front layer) and two open-loop frames (they teach only the predicted positions)
+        seen = torch.tensor([max(ctx - 2, 0), ctx - 1])
+        ahead = ctx + torch.randperm(t - ctx)[:RENDERED - 2]
+        x = frames_to_float(frames[:, torch.cat([seen, ahead])].to(p.device))
+        rendered = torch.cat([self._render(all_p[:, seen].flatten(0, 1)).view(b, len(seen), *x.shape[2:]),
+                              self._render(all_p[:, ahead].flatten(0, 1), learn_looks=False)
+                              .view(b, len(ahead), *x.shape[2:])], 1)
         l_pix = 100.0 * self._weighted_mse(rendered, x)
         feats = self.features({"pos": all_p.flatten(0, 1), "vel": all_v.flatten(0, 1)}).view(b, t, -1)
         l_rew = ((self.reward_head(feats[:, 1:])[..., 0] - r) ** 2).mean()
