@@ -20,7 +20,7 @@ training data (:func:`find_palette`), nothing is written per task.
   integrates velocity. So a slot the action does not drive moves only by its own
   velocity or through contact, and velocity in the state keeps a hidden object
   moving.
-* **Rendering** (``decode``): a learned sprite (alpha mask) and colour per slot,
+* **Rendering** (``decode``): a learned sprite (alpha mask) per slot, in its palette colour,
   placed at the slot's position and composed by a learned depth order over the
   background (the scene's median, found with the palette); a learned static front layer (the scene's occluders)
   covers what passes under it. The pixels of a slot are the model's belief
@@ -147,7 +147,6 @@ class SlotsWorldModel(LearnedWorldModel):
         self.register_buffer("ident", torch.eye(K), persistent=False)
         # renderer
         self.front = nn.Parameter(torch.full((1, S, S), -4.0))
-        self.colours = nn.Parameter(torch.full((K, 3), 0.5))
         self.sprites = nn.Parameter(torch.zeros(K, 1, c.sprite, c.sprite))
         self.depth = nn.Parameter(torch.zeros(K))
         # dynamics: a slot's own motion (the action through its learned gate), then contact with the others
@@ -181,7 +180,6 @@ class SlotsWorldModel(LearnedWorldModel):
         self.active.zero_()
         self.active[:n] = 1.0
         self.background.copy_(background.to(dev).permute(2, 0, 1).float() / 255.0)
-        self.colours.copy_(self.palette + 0.5 * (1 - self.active[:, None]))
         levels = (torch.arange(8, device=dev).float() * 32 + 16) / 255.0
         centres = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(512, 3)
         dist = (centres[:, None] - self.palette[None, :n]).norm(dim=-1)                  # (512, n)
@@ -273,7 +271,8 @@ class SlotsWorldModel(LearnedWorldModel):
     def _render(self, pos: torch.Tensor, learn_looks: bool = True) -> torch.Tensor:
         """Positions (N,K,2) -> frames (N,3,H,W) in [0,1].
 
-        ``learn_looks=False`` renders with the sprites, colours, depth order and front layer detached, so a
+        Each slot is drawn in its palette colour (the colour perception keys on). ``learn_looks=False``
+        renders with the sprites, depth order and front layer detached, so a
         loss on the frame trains only the positions: predicted frames, whose positions are uncertain, would
         otherwise teach faint, smeared sprites that hedge between places.
         """
@@ -289,8 +288,7 @@ class SlotsWorldModel(LearnedWorldModel):
         depth = looks(self.depth)
         w = a * torch.exp(depth - depth.max())[None, :, None, None]
         w = w / (w.sum(1, keepdim=True) + 1e-6)
-        colours = looks(self.colours).clamp(0, 1)
-        objects = torch.einsum("nkhw,kc->nchw", w, colours)
+        objects = torch.einsum("nkhw,kc->nchw", w, self.palette)
         img = none * self.background[None] + (1 - none) * objects
         front = torch.sigmoid(looks(self.front))[None]
         return front * self.background[None] + (1 - front) * img
@@ -362,7 +360,7 @@ class SlotsWorldModel(LearnedWorldModel):
         l_pos = (err * g).sum() / (2 * g.sum() + 1e-6)
 
         all_p, all_v = torch.cat([f_pos, ol_p], 1), torch.cat([f_vel, ol_v], 1)  # (B,T,K,2)
-        # render two context frames (positions as observed: they teach the sprites, colours, depth order and
+        # render two context frames (positions as observed: they teach the sprites, depth order and
         # front layer) and two open-loop frames (they teach only the predicted positions)
         seen = torch.tensor([max(ctx - 2, 0), ctx - 1])
         ahead = ctx + torch.randperm(t - ctx)[:RENDERED - 2]
