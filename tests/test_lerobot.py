@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from embodied.cli import main
 from embodied.collect import collect
@@ -26,12 +25,7 @@ TRAIN = ["--config", str(ROOT / "configs/reach_recurrent.yaml"), "--config", str
          "train.eval_windows=2", "train.videos=0", "train.steps=3", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

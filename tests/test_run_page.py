@@ -14,7 +14,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import pytest
-import torch
 from test_validate import CHECK_SCRIPT, _chromium  # the report's browser check: lists every image and whether it loaded
 
 from embodied.cli import main
@@ -29,12 +28,7 @@ TINY = ["model.deter=32", "model.stoch=8", "train.threads=1", "train.batch=2", "
 SECTIONS = ("header", "curves", "heldout", "videos", "planning", "validation")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,7 @@ PLAN_TOLERANCE = 1 / 3 + 1e-9  # success may drop by one episode of three (float
 PACKAGE_SHIPPED = Path(shipped.__file__).resolve().parent / "shipped"  # the package's own, whatever the env says
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

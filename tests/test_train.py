@@ -28,13 +28,7 @@ TINY = ["model.deter=32", "model.stoch=8", "train.threads=1", "train.batch=2", "
 ENV = {**os.environ, "MUJOCO_GL": "egl", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is fastest (train() sets it too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
