@@ -102,8 +102,8 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
     t = cfg.train
     rank, world, device = _setup_distributed(t.device)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    # one core is left to the rest of the machine: with another busy process, all-core OpenMP threads ran
-    # 7-13x slower here, one thread fewer about 1.5x (README, "Benchmark")
+    # one core is left to the rest of the machine: beside another busy process, all-core OpenMP threads
+    # collapse (README, "World models")
     torch.set_num_threads(t.threads or max(1, ((os.cpu_count() or 1) - 1) // local_world))
     checkpoint.import_plugins(cfg.plugins)
     out = Path(cfg.out)
