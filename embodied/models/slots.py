@@ -184,7 +184,8 @@ class SlotsWorldModel(LearnedWorldModel):
         centres = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(512, 3)
         dist = (centres[:, None] - self.palette[None, :n]).norm(dim=-1)                  # (512, n)
         near, slot = dist.min(1)
-        self.lut.copy_(torch.where(near < self.cfg.colour_tol * math.sqrt(3), slot, torch.full_like(slot, self.cfg.slots)))
+        none = torch.full_like(slot, self.cfg.slots)
+        self.lut.copy_(torch.where(near < self.cfg.colour_tol * math.sqrt(3), slot, none))
         # contact ranges start at 1.5x the sum of the two objects' radii (image units)
         radius_img = (self.usual_size / math.pi).sqrt() * 2 / self.image_size
         self.reach.copy_(1.5 * (radius_img[:, None] + radius_img[None, :]))
