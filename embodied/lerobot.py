@@ -341,7 +341,7 @@ def _decode_image(data, file: Path, key: str, row: int, size: tuple[int, int]) -
                          "(as lerobot writes them) or videos are read")
     try:
         img = np.asarray(iio.imread(data["bytes"]))
-    except Exception as err:  # noqa: BLE001 - any decoder failure (pillow raises many kinds) is a corrupt image
+    except (OSError, ValueError) as err:  # pillow's UnidentifiedImageError is an OSError: a corrupt image
         raise _bad(file, f"row {row} of {key!r} is not a readable image ({err}); repair or drop that episode") from None
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
