@@ -20,11 +20,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/embodied demo
 
+# two pytest workers, one per core, each test file on one worker and one torch thread per worker
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/embodied bench --out runs/bench

@@ -26,6 +26,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from embodied import io
+from embodied.envs.context import batch_windows, pad_window
 from embodied.vision import colour_centroid, pixel_error
 
 PSNR_CAP = 100.0
@@ -60,14 +61,19 @@ def _model_device(model) -> torch.device:
 
 @torch.no_grad()
 def open_loop(model, episodes, windows, context: int, horizon: int, chunk: int = 16):
-    """Real context (N,C,...), real future (N,K,...) and predicted future (N,K,H,W,3) uint8 numpy arrays."""
+    """Real context (N,C,...), real future (N,K,...) and predicted future (N,K,H,W,3) uint8 numpy arrays.
+
+    The model is given the episode's frames up to the window's last context frame, as many as it makes use
+    of (``model.max_context``: a model with memory sees what it would have seen in a real loop).
+    """
     device = _model_device(model)
+    memory = max(context, int(model.max_context))
     ctx_all, real_all, pred_all = [], [], []
     for s in range(0, len(windows), chunk):
         rows = windows[s:s + chunk]
-        frames = torch.stack([episodes[i].frames[t:t + context] for i, t in rows])
-        proprio = torch.stack([episodes[i].proprio[t:t + context] for i, t in rows])
-        actions = torch.stack([episodes[i].actions[t:t + context - 1] for i, t in rows])
+        frames, actions, proprio = batch_windows([
+            pad_window(episodes[i].frames.numpy(), episodes[i].actions.numpy(), episodes[i].proprio.numpy(),
+                       t + context - 1, memory, episodes[i].actions.shape[-1]) for i, t in rows])
         future_actions = torch.stack([episodes[i].actions[t + context - 1:t + context - 1 + horizon] for i, t in rows])
         real = torch.stack([episodes[i].frames[t + context:t + context + horizon] for i, t in rows])
         pred = model.predict(frames.to(device), proprio.to(device), actions.to(device), future_actions.to(device))
@@ -77,7 +83,7 @@ def open_loop(model, episodes, windows, context: int, horizon: int, chunk: int =
         if tuple(pred.shape) != tuple(real.shape):
             raise ValueError(f"{type(model).__name__}.predict returned shape {tuple(pred.shape)}, "
                              f"expected {tuple(real.shape)} (B, K, H, W, 3)")
-        ctx_all.append(frames.numpy())
+        ctx_all.append(frames[:, -context:].numpy())
         real_all.append(real.numpy())
         pred_all.append(pred.numpy())
     return np.concatenate(ctx_all), np.concatenate(real_all), np.concatenate(pred_all)

@@ -156,6 +156,6 @@ def _copy_run(source: Path, out: Path) -> None:
 
 
 def _success_rate(data: Path, seeds: range) -> float:
-    """Share of the round's recorded episodes that ended in success (from the dataset's manifest)."""
+    """Share of the round's recorded episodes solved at some step (the manifest's ``success``), not at the end."""
     rows = [row for row in read_manifest(data)["episodes"] if row["seed"] in seeds]
     return sum(bool(row["success"]) for row in rows) / len(rows) if rows else 0.0

@@ -5,7 +5,7 @@ action box and whose observations are pixels or a ``{"pixels", "proprio"}``
 dict. Each control step it
 
 1. builds the model state from the episode's history alone:
-   ``model.encode`` of the last ``model.context`` real frames, proprio and
+   ``model.encode`` of the last ``model.max_context`` real frames, proprio and
    actions (:class:`embodied.envs.context.ObsHistory`, padded at the start of
    an episode). The loop records the simulator state into the history only for
    a model that declares ``abilities.simulator_state`` (the MuJoCo oracle, the
@@ -109,7 +109,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
     oracle = model.abilities.simulator_state
     period = 1.0 / control_hz if control_hz else None
     limit = _episode_limit(env, max_steps)
-    history = ObsHistory(model.context, model.action_dim)
+    history = ObsHistory(model.max_context, model.action_dim)
     video_dir = Path(video_dir) if video_dir else None
 
     def sim_state():  # recorded for the oracle only: a learned model sees observations alone

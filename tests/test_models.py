@@ -287,6 +287,38 @@ def test_slots_find_the_objects_and_learn_their_motion(spec, dataset):
         assert np.all(np.linalg.norm(xy[seen] - slot_px[seen], axis=-1) < 1.5), (obj["name"], xy, slot_px)
 
 
+def test_slots_remember_covered_objects_and_place_new_ones_where_seen(spec, dataset):
+    """A slot never seen in the window has no belief (origin, still); one first seen mid-window is placed
+    where it shows with no velocity spike; encode() takes up to ``memory`` frames, as MPC gives it."""
+    model = _model("slots", spec).eval()
+    assert model.max_context == model.cfg.memory > model.context
+    batch = _batch(dataset, b=4, t=8, seed=3)
+    frames, actions = batch["frames"].clone(), batch["actions"][:, :7]
+    pos, weight = model.observe(frames.flatten(0, 1))
+    pos, weight = pos.view(4, 8, -1, 2), weight.view(4, 8, -1)
+    k = int(torch.argmax((weight >= 1).all(1).float().sum(0) * model.active))  # a slot fully seen in every frame
+    assert bool((weight[:, :, k] >= 1).all())
+    mine = (model.lut[((frames.to(torch.int32) >> 5) * torch.tensor([64, 8, 1])).sum(-1)] == k)  # (B,T,H,W)
+    background = (model.background.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    covered = torch.where(mine[..., None], background.expand_as(frames), frames)
+    covered[:, 5:] = frames[:, 5:]                                      # shows again from frame 5
+    with torch.no_grad():
+        hidden = model.encode(covered[:, :5], actions[:, :4])
+        assert torch.all(hidden["pos"][:, k] == 0) and torch.all(hidden["vel"][:, k] == 0)
+        assert torch.all(hidden["seen"][:, k] == 0) and torch.all(hidden["seen"].sum(1) == model.active.sum() - 1)
+        still = model.step(hidden, torch.ones(4, 2))                     # no belief: it neither moves nor is drawn
+        assert torch.all(still["pos"][:, k] == 0) and torch.all(still["seen"] == hidden["seen"])
+        colour = (model.palette[k] * 255).round()
+        drawn = ((model.decode(hidden).float() - colour).abs().amax(-1) < 20).flatten(1).sum(1)
+        assert torch.all(drawn == 0), drawn
+        shown = model.encode(covered[:, :6], actions[:, :5])
+        assert torch.allclose(shown["pos"][:, k], pos[:, 5, k], atol=1e-6)
+        assert torch.all(shown["vel"][:, k] == 0) and torch.all(shown["seen"][:, k] == 1)
+        later = model.encode(covered, actions)
+    step = (pos[:, 7, k] - pos[:, 6, k]).norm(dim=-1)
+    assert torch.all((later["vel"][:, k].norm(dim=-1) - step).abs() < 0.05), (later["vel"][:, k], step)
+
+
 @pytest.mark.parametrize("arch", ["recurrent", "transformer"])
 def test_object_head_learns_positions_from_pixels(arch, spec, dataset):
     """object_weight > 0: a head reads the objects' planar positions from the latent, better than their mean."""

@@ -191,16 +191,18 @@ def test_demo_plans_with_the_shipped_model_beside_the_oracle_and_a_fresh_model(s
     their output exists), so it plans, validates and summarises."""
     from embodied.commands import demo
 
-    tiny = {"episodes": 5, "configs": [os.path.join(ROOT, "configs/debug.yaml")], "train": TINY, "steps": 6,
+    tiny = {"episodes": 5, "configs": [os.path.join(ROOT, "configs/debug.yaml")], "train": {"recurrent": TINY}, "steps": 6,
             "steps_beside_shipped": 6, "plan_episodes": 1, "shipped_plan_episodes": 1, "plan": TINY_PLAN[6:],
             "probes": "quick", "validate": ["--probes", "controllability", "--no-media"]}
     monkeypatch.setitem(demo.SCALES, "tiny", tiny)
     out = tmp_path / "demo"
     shutil.copytree(trained / "data", out / "data")
     shutil.copytree(trained / "run", out / "push_recurrent_fresh")
-    assert main(["demo", "--scale", "tiny", "--out", str(out)]) == 0
+    assert main(["demo", "--scale", "tiny", "--arch", "recurrent", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "skipping" in text and "[demo] train:" in text  # collect and train were done already
+    lane = (out / "fresh.log").read_text()  # the fresh model's lane ran in a process of its own
+    assert "skipping" in lane and "[demo] train:" in lane  # collect and train were done already
+    assert "[demo] plan (fresh model)" in lane and (out / "plan_fresh" / "plan.json").is_file()
     assert "SHIPPED model 'tiny'" in text and "FRESH model (recurrent, 6 steps" in text
     assert "CEM, shipped model 'tiny'" in text and "CEM, MuJoCo oracle (same seeds)" in text
     summary = json.loads((out / "demo.json").read_text())
@@ -210,7 +212,7 @@ def test_demo_plans_with_the_shipped_model_beside_the_oracle_and_a_fresh_model(s
     assert summary["plans"]["shipped"]["seed"] == summary["plans"]["oracle"]["seed"]
     assert (out / "shipped" / NAME / "validation" / "report.html").is_file()
     # --shipped none: the demo as before, on the fresh model only (unknown names are one line)
-    assert main(["demo", "--scale", "tiny", "--shipped", "nosuch", "--out", str(out)]) == 2
+    assert main(["demo", "--scale", "tiny", "--arch", "recurrent", "--shipped", "nosuch", "--out", str(out)]) == 2
     assert "no such shipped checkpoint (shipped: tiny)" in capsys.readouterr().err
 
 

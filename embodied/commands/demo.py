@@ -1,11 +1,13 @@
 """`embodied demo`: the main job on the default task, as the commands a user would type.
 
 With a shipped checkpoint for the task (``embodied checkpoints``; ``--shipped NAME`` picks one, ``--shipped
-none`` ignores them), the demo is about that model, trained long and measured:
+none`` ignores them), the demo is about that model, trained long and measured. Two lanes run side by side,
+one process each (one torch thread each, so the two cores are shared and neither is oversubscribed):
 
-    plan with the shipped model and with the MuJoCo oracle on the same seeds (real MuJoCo episodes)
-    -> validate the shipped model (its report) -> collect -> train a small fresh model beside it, with the
-    step count cut so the whole demo fits in ~10 minutes on 2 cores -> plan with the fresh model
+    lane 1: plan with the shipped model and with the MuJoCo oracle on the same seeds (real MuJoCo episodes)
+            -> validate the shipped model (its report)
+    lane 2: collect -> train a small fresh model, the step count cut so the whole demo fits in ~10 minutes
+            on 2 cores -> plan with the fresh model (its output goes to ``out/fresh.log``)
     -> a summary that says which is which
 
 Without one: collect -> train -> plan (learned model, MuJoCo oracle, random shooting) -> validate -> report,
@@ -17,6 +19,9 @@ default config and plans and validates at full size (its own output folder, runs
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,15 +38,16 @@ SCALES = {
     # plan_episodes: the fresh model's (and, without a shipped model, the oracle's) MPC episodes;
     #   shipped_plan_episodes: the shipped model's and the oracle's, on the same seeds; plan: extra `plan` flags;
     # probes: the validation preset; validate: extra `validate` flags.
-    # demo: the heads at x1 (the configs' x10 buys reward precision with pixel accuracy, which this budget cannot
-    # spare). Beside a shipped model (estimates from the README's figures, idle 2-core machine, not measured as a
-    # whole): collect ~15 s, shipped CEM 10 episodes ~60 s, MuJoCo CEM 10 episodes ~100-150 s, quick validation
-    # ~30 s, 1000 training steps ~200-250 s, fresh CEM 4 episodes ~25 s: ~7-9 minutes.
-    "demo": {"episodes": 150, "configs": [], "train": ["train.batch=8", "model.object_weight=1",
-                                                       "model.reward_weight=1"],
-             "steps": 2500, "steps_beside_shipped": 1000, "plan_episodes": 4, "shipped_plan_episodes": 10,
+    #   train: per arch (the pixel models' demo heads at x1: the configs' x10 buys reward precision with pixel
+    #   accuracy, which this budget cannot spare).
+    # The measured times are in the README ("make demo").
+    "demo": {"episodes": 150, "configs": [],
+             "train": {"recurrent": ["train.batch=8", "model.object_weight=1", "model.reward_weight=1"],
+                       "transformer": ["train.batch=8", "model.object_weight=1", "model.reward_weight=1"],
+                       "slots": []},
+             "steps": 2500, "steps_beside_shipped": 600, "plan_episodes": 4, "shipped_plan_episodes": 10,
              "plan": [], "probes": "quick", "validate": []},
-    "full": {"episodes": 600, "configs": [], "train": [], "steps": None, "steps_beside_shipped": None,
+    "full": {"episodes": 600, "configs": [], "train": {}, "steps": None, "steps_beside_shipped": None,
              "plan_episodes": 20, "shipped_plan_episodes": 20, "plan": [], "probes": "full", "validate": []},
 }
 
@@ -80,7 +86,7 @@ def _train(model: Path, data: Path, task: str, arch: str, s: dict, steps: int | 
     if not config.is_file():  # not run from the repository: its configs/ folder beside the package
         config = Path(__file__).resolve().parents[2] / "configs" / config.name
     argv = ["train", "--config", str(config), *(a for c in s["configs"] for a in ("--config", c)),
-            f"data={data}", f"out={model}", *s["train"], *([f"train.steps={steps}"] if steps else [])]
+            f"data={data}", f"out={model}", *s["train"].get(arch, []), *([f"train.steps={steps}"] if steps else [])]
     _run("train", argv + (["--resume"] if (model / "config.json").exists() else []))
 
 
@@ -98,7 +104,8 @@ def _validate(out: Path, task: str, model: str, s: dict) -> dict:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--task", default="push", choices=["reach", "push", "occlusion"])
-    parser.add_argument("--arch", default="recurrent", choices=["recurrent", "transformer"])
+    parser.add_argument("--arch", default="slots", choices=["slots", "recurrent", "transformer"],
+                        help="the fresh model's architecture (default slots, the object-factored model)")
     parser.add_argument("--scale", default="demo", choices=sorted(SCALES),
                         help="demo: ~10 min on 2 cores; full: default configs, 20 MPC episodes, full probes")
     parser.add_argument("--shipped", metavar="NAME",
@@ -197,15 +204,28 @@ def _beside_shipped(args, s: dict, out: Path, entry: dict, start: float) -> None
     model_arg = entry["path"] if Path(name).exists() else name  # a folder called `name` here would win over the name
     print(f"[demo] shipped checkpoint {name!r} ({entry.get('arch')}, step {entry.get('step')}) at {entry['path']}: "
           "planning and validating it; a small fresh model is trained beside it")
-    n = s["shipped_plan_episodes"]
-    plans = {"shipped": _plan(f"plan (shipped {name})", where / "plan_cem", task, model_arg, n, s),
-             "oracle": _plan("plan (mujoco)", where / "plan_mujoco", task, "mujoco", n, s)}
-    validation = _validate(where / "validation", task, model_arg, s)
     data, model = out / "data", out / f"{task}_{args.arch}_fresh"
-    _stage("collect", data / "manifest.json",
-           ["collect", "--task", task, "--episodes", str(s["episodes"]), "--out", str(data)])
-    _train(model, data, task, args.arch, s, s["steps_beside_shipped"])
-    plans["fresh"] = _plan("plan (fresh model)", out / "plan_fresh", task, str(model), s["plan_episodes"], s)
+    print(f"[demo] lane 2 (fresh model: collect, train, plan) runs beside this one; its log: {out / 'fresh.log'}",
+          flush=True)
+    lane = multiprocessing.get_context("spawn").Process(
+        target=_fresh_lane, args=(out / "fresh.log", task, args.arch, s, str(data), str(model)))
+    lane.start()
+    try:
+        n = s["shipped_plan_episodes"]
+        plans = {"shipped": _plan(f"plan (shipped {name})", where / "plan_cem", task, model_arg, n, s),
+                 "oracle": _plan("plan (mujoco)", where / "plan_mujoco", task, "mujoco", n, s)}
+        validation = _validate(where / "validation", task, model_arg, s)
+        print(f"[demo] lane 1 done in {time.perf_counter() - start:.0f}s; waiting for lane 2 ({out / 'fresh.log'})",
+              flush=True)
+        lane.join()
+    finally:
+        if lane.is_alive():  # lane 1 failed or was interrupted: stop lane 2 too (a re-run resumes both)
+            lane.terminate()
+            lane.join()
+    if lane.exitcode != 0:
+        raise UserError(f"the fresh model's lane failed (exit {lane.exitcode}); see {out / 'fresh.log'}, fix the "
+                        "error and re-run `embodied demo` to resume")
+    plans["fresh"] = json.loads((out / "plan_fresh" / "plan.json").read_text())
     metrics = json.loads((model / "metrics.json").read_text())
     page = write_run_page(model)
     recorded = ((entry.get("metrics") or {}).get("planning") or {}).get("model") or {}
@@ -229,6 +249,26 @@ def _beside_shipped(args, s: dict, out: Path, entry: dict, start: float) -> None
     print(f"  report (shipped model): {(where / 'validation' / 'report.html').resolve()}")
     print(f"  run page (fresh model): {page.resolve()}")
     _summary(out, start, args, entry, plans, validation, metrics, where / "validation" / "report.html", page)
+
+
+def _fresh_lane(log: Path, task: str, arch: str, s: dict, data: str, model: str) -> None:
+    """Lane 2 of the demo beside a shipped model (a process of its own, output in ``log``): collect, train and
+    plan with a small fresh model. Exits non-zero on failure."""
+    with open(log, "a", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        data_dir, model_dir = Path(data), Path(model)
+        try:
+            _stage("collect", data_dir / "manifest.json",
+                   ["collect", "--task", task, "--episodes", str(s["episodes"]), "--workers", "1",
+                    "--out", data])
+            _train(model_dir, data_dir, task, arch, s, s["steps_beside_shipped"])
+            _plan("plan (fresh model)", model_dir.parent / "plan_fresh", task, model, s["plan_episodes"], s)
+        except UserError as e:
+            print(f"embodied demo: {e}", flush=True)
+            sys.exit(2)
 
 
 def _summary(out: Path, start: float, args, entry, plans: dict, validation: dict, metrics: dict, report: Path,

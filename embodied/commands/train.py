@@ -36,7 +36,8 @@ def run(args) -> int:
             raise UserError("on-policy rounds run in one process: drop torchrun, or train with rounds.rounds=0")
         summary = run_rounds(cfg, progress=not args.no_progress)
         print(f"{cfg.out}: {len(summary['rounds'])} on-policy rounds, latest run {summary.get('latest', cfg.out)} "
-              f"(recorded success by round: {[round(r['recorded_success_rate'], 2) for r in summary['rounds']]})")
+              f"(recorded episodes solved at some step, by round: "
+              f"{[round(r['recorded_success_rate'], 2) for r in summary['rounds']]})")
         return 0
     launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
     command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \

@@ -1,7 +1,9 @@
 """Factored state: one slot per object, an interaction network between slots, sprites composed over the scene.
 
-State: ``{"pos": (B,K,2), "vel": (B,K,2)}``, the image-plane position (x = column,
-y = row, in [-1, 1]) and per-step velocity of each of the K slots. Slot k is always
+State: ``{"pos": (B,K,2), "vel": (B,K,2), "seen": (B,K)}``, the image-plane position
+(x = column, y = row, in [-1, 1]) and per-step velocity of each of the K slots, and
+whether the slot's object has been seen at all (a slot never seen has no belief: it is
+not drawn and touches nothing). Slot k is always
 the same object: slots are bound to the colours of a palette found in the
 training data (:func:`find_palette`), nothing is written per task.
 
@@ -58,7 +60,9 @@ CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range ga
 class SlotsConfig:
     """Defaults: the recipe measured on push and occlusion (README, "Object-factored model")."""
 
-    context: int = 4            # real frames ``encode`` expects
+    context: int = 4            # real frames the training loss filters before its open-loop rollout
+    memory: int = 60            # real frames ``encode`` filters at most (max_context): a covered object keeps
+                                # the place it was last seen, up to this many frames back
     slots: int = 4              # the most objects; the palette found in the data fills the first ones
     sprite: int = 16            # sprite resolution (cells per side)
     sprite_px: int = 24         # sprite window width in pixels (the largest object must fit)
@@ -78,7 +82,7 @@ class SlotsConfig:
     floor_rgb: tuple = FLOOR_RGB
 
     def __post_init__(self):
-        check_fields(self, positive=("context", "slots", "sprite", "sprite_px", "hidden"),
+        check_fields(self, positive=("context", "memory", "slots", "sprite", "sprite_px", "hidden"),
                      non_negative=("pos_weight", "pixel_weight", "reward_weight", "proprio_weight",
                                    "object_weight", "sparsity_weight", "fg_weight"),
                      fractions=("proprio_dropout",))
@@ -220,31 +224,44 @@ class SlotsWorldModel(LearnedWorldModel):
         return pos, weight
 
     def _filter(self, pos_obs: torch.Tensor, weight: torch.Tensor, a: torch.Tensor):
-        """Filtered (pos, vel) per frame: (B,T,K,2) each, from observations (B,T,K,2), weights (B,T,K)."""
-        pos = pos_obs[:, 0] * (weight[:, 0, :, None] > 0)
+        """Filtered (pos, vel) per frame, (B,T,K,2) each, and whether each slot has been seen yet (B,T,K).
+
+        From observations (B,T,K,2) and weights (B,T,K). A slot is placed where it is first seen (its
+        velocity starts at 0); before that it has no belief and stays at the origin, out of the losses.
+        """
+        known = weight[:, 0] > 0
+        pos = pos_obs[:, 0] * known[..., None]
         vel = torch.zeros_like(pos)
-        out_p, out_v = [pos], [vel]
+        out_p, out_v, out_k = [pos], [vel], [known]
         for t in range(1, pos_obs.shape[1]):
-            p_pred, v_pred = self._dynamics(pos, vel, a[:, t - 1])
+            p_pred, v_pred = self._dynamics(pos, vel, a[:, t - 1], known.float())
             g = weight[:, t, :, None]
             new_pos = g * pos_obs[:, t] + (1 - g) * p_pred
-            vel = g * (pos_obs[:, t] - pos) + (1 - g) * v_pred
-            pos = new_pos
+            new_vel = g * (pos_obs[:, t] - pos) + (1 - g) * v_pred
+            first = ((weight[:, t] > 0) & ~known)[..., None]
+            was = known[..., None]
+            pos = torch.where(first, pos_obs[:, t], torch.where(was, new_pos, torch.zeros_like(pos)))
+            vel = torch.where(was & ~first, new_vel, torch.zeros_like(vel))
+            known = known | (weight[:, t] > 0)
             out_p.append(pos)
             out_v.append(vel)
-        return torch.stack(out_p, 1), torch.stack(out_v, 1)
+            out_k.append(known)
+        return torch.stack(out_p, 1), torch.stack(out_v, 1), torch.stack(out_k, 1)
 
     # -- dynamics ------------------------------------------------------------------------------
-    def _dynamics(self, pos: torch.Tensor, vel: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step: (B,K,2) positions and velocities, (B,A) action -> next (pos, vel).
+    def _dynamics(self, pos: torch.Tensor, vel: torch.Tensor, a: torch.Tensor,
+                  seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: (B,K,2) positions and velocities, (B,A) action, (B,K) seen -> next (pos, vel).
 
         First each slot's own motion: a change of velocity from its position, velocity, identity and the
         action through the slot's learned gate (sparse: the gates of slots the action does not drive go
         to 0). Then contact: every ordered pair of active slots within the pair's learned contact range
         after that motion sends a message (edge MLP on relative position, distance, relative velocity and
-        both identities), and a node MLP turns the summed messages into a further change of velocity.
+        both identities), and a node MLP turns the summed messages into a further change of velocity. Slots
+        never seen stay where they are and send no messages.
         """
         b, k = pos.shape[:2]
+        present = self.active[None] * seen                                       # (B,K)
         ident = self.ident.expand(b, k, k)
         gated = a[:, None, :] * torch.sigmoid(self.action_gate)[None, :, None]
         vel = vel + self.own(torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)) * VEL_SCALE
@@ -254,10 +271,10 @@ class SlotsWorldModel(LearnedWorldModel):
         dist = rel.norm(dim=-1, keepdim=True)
         near = torch.sigmoid((self.reach[i, j][None, :, None] - dist) / CONTACT_SOFTNESS)
         edge_in = torch.cat([rel, dist, (vel[:, j] - vel[:, i]) / VEL_SCALE, ident[:, i], ident[:, j]], -1)
-        msg = self.edge(edge_in) * near
+        msg = self.edge(edge_in) * near * (present[:, i] * present[:, j])[..., None]
         total = torch.zeros(b, k, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(1, i, msg)
         vel = vel + self.node(torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)) * VEL_SCALE
-        vel = vel * self.active[None, :, None]
+        vel = vel * present[..., None]
         return pos + vel, vel
 
     @property
@@ -269,8 +286,8 @@ class SlotsWorldModel(LearnedWorldModel):
         return i[keep], j[keep]
 
     # -- rendering -----------------------------------------------------------------------------
-    def _render(self, pos: torch.Tensor, learn_looks: bool = True) -> torch.Tensor:
-        """Positions (N,K,2) -> frames (N,3,H,W) in [0,1].
+    def _render(self, pos: torch.Tensor, learn_looks: bool = True, known: torch.Tensor | None = None) -> torch.Tensor:
+        """Positions (N,K,2) -> frames (N,3,H,W) in [0,1]; ``known`` (N,K) leaves out slots not yet seen.
 
         Each slot is drawn in its palette colour (the colour perception keys on). ``learn_looks=False``
         renders with the sprites, depth order and front layer detached, so a
@@ -285,6 +302,8 @@ class SlotsWorldModel(LearnedWorldModel):
         alpha = torch.sigmoid(looks(self.sprites)).repeat(n, 1, 1, 1)           # (N*K,1,S',S')
         a = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         a = a.view(n, k, s, s) * self.active[None, :, None, None]
+        if known is not None:
+            a = a * known[:, :, None, None].to(a.dtype)
         none = torch.prod(1 - a, dim=1, keepdim=True)                            # (N,1,H,W)
         depth = looks(self.depth)
         w = a * torch.exp(depth - depth.max())[None, :, None, None]
@@ -312,16 +331,21 @@ class SlotsWorldModel(LearnedWorldModel):
         b, t = frames.shape[:2]
         a = actions.float().to(dev).clamp(-1, 1).reshape(b, -1, self.action_dim)
         pos_obs, weight = self.observe(frames.flatten(0, 1))
-        pos, vel = self._filter(pos_obs.view(b, t, -1, 2), weight.view(b, t, -1), a)
-        return {"pos": pos[:, -1], "vel": vel[:, -1]}
+        pos, vel, known = self._filter(pos_obs.view(b, t, -1, 2), weight.view(b, t, -1), a)
+        return {"pos": pos[:, -1], "vel": vel[:, -1], "seen": known[:, -1].float()}
+
+    @property
+    def max_context(self) -> int:
+        """The most real frames encode() filters: the memory of where covered objects were last seen."""
+        return max(self.context, int(self.cfg.memory))
 
     def step(self, state: State, action: torch.Tensor) -> State:
         a = action.float().reshape(state["pos"].shape[0], self.action_dim).clamp(-1, 1)
-        pos, vel = self._dynamics(state["pos"], state["vel"], a)
-        return {"pos": pos, "vel": vel}
+        pos, vel = self._dynamics(state["pos"], state["vel"], a, state["seen"])
+        return {"pos": pos, "vel": vel, "seen": state["seen"]}
 
     def decode(self, state: State) -> torch.Tensor:
-        return float_to_frames(self._render(state["pos"]))
+        return float_to_frames(self._render(state["pos"], known=state["seen"]))
 
     def reward(self, state: State) -> torch.Tensor:
         return self.rnorm.inverse(self.reward_head(self.features(state)))[:, 0]
@@ -333,11 +357,11 @@ class SlotsWorldModel(LearnedWorldModel):
     @torch.no_grad()
     def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
         state = repeat_state(state, actions.shape[0])
-        pos, vel, rewards = state["pos"], state["vel"], []
+        pos, vel, seen, rewards = state["pos"], state["vel"], state["seen"], []
         for t in range(actions.shape[1]):
-            pos, vel = self._dynamics(pos, vel, actions[:, t].float().clamp(-1, 1))
-            rewards.append(self.reward({"pos": pos, "vel": vel}))
-        return {"pos": pos, "vel": vel}, torch.stack(rewards, 1)
+            pos, vel = self._dynamics(pos, vel, actions[:, t].float().clamp(-1, 1), seen)
+            rewards.append(self.reward({"pos": pos, "vel": vel, "seen": seen}))
+        return {"pos": pos, "vel": vel, "seen": seen}, torch.stack(rewards, 1)
 
     # -- training ------------------------------------------------------------------------------
     def loss(self, batch: dict, step: int = 0) -> tuple[torch.Tensor, dict]:
@@ -349,14 +373,15 @@ class SlotsWorldModel(LearnedWorldModel):
         ctx = max(1, min(c.context, t - 1))
         pos_obs, weight = self.observe(frames.flatten(0, 1))
         pos_obs, weight = pos_obs.view(b, t, -1, 2), weight.view(b, t, -1)
-        f_pos, f_vel = self._filter(pos_obs[:, :ctx], weight[:, :ctx], a)
+        f_pos, f_vel, f_known = self._filter(pos_obs[:, :ctx], weight[:, :ctx], a)
         pos, vel, ol_p, ol_v = f_pos[:, -1], f_vel[:, -1], [], []
         for k in range(t - ctx):
-            pos, vel = self._dynamics(pos, vel, a[:, ctx - 1 + k])
+            pos, vel = self._dynamics(pos, vel, a[:, ctx - 1 + k], f_known[:, -1].float())
             ol_p.append(pos)
             ol_v.append(vel)
         ol_p, ol_v = torch.stack(ol_p, 1), torch.stack(ol_v, 1)                  # (B,H,K,2)
-        g = (weight[:, ctx:] >= 1).float()[..., None]
+        known = f_known[:, -1]                                                   # (B,K): seen in the context
+        g = ((weight[:, ctx:] >= 1) & known[:, None]).float()[..., None]
         err = F.smooth_l1_loss(ol_p, pos_obs[:, ctx:], reduction="none", beta=0.02)
         l_pos = (err * g).sum() / (2 * g.sum() + 1e-6)
 
@@ -366,12 +391,16 @@ class SlotsWorldModel(LearnedWorldModel):
         seen = torch.tensor([max(ctx - 2, 0), ctx - 1])
         ahead = ctx + torch.randperm(t - ctx)[:RENDERED - 2]
         x = frames_to_float(frames[:, torch.cat([seen, ahead])].to(p.device))
-        rendered = torch.cat([self._render(all_p[:, seen].flatten(0, 1)).view(b, len(seen), *x.shape[2:]),
-                              self._render(all_p[:, ahead].flatten(0, 1), learn_looks=False)
-                              .view(b, len(ahead), *x.shape[2:])], 1)
+        all_k = torch.cat([f_known, known[:, None].expand(-1, t - ctx, -1)], 1)   # (B,T,K)
+        rendered = torch.cat([self._render(all_p[:, seen].flatten(0, 1), known=all_k[:, seen].flatten(0, 1))
+                              .view(b, len(seen), *x.shape[2:]),
+                              self._render(all_p[:, ahead].flatten(0, 1), learn_looks=False,
+                                           known=all_k[:, ahead].flatten(0, 1)).view(b, len(ahead), *x.shape[2:])], 1)
         l_pix = 100.0 * self._weighted_mse(rendered, x)
         feats = self.features({"pos": all_p.flatten(0, 1), "vel": all_v.flatten(0, 1)}).view(b, t, -1)
-        l_rew = ((self.reward_head(feats[:, 1:])[..., 0] - r) ** 2).mean()
+        # the reward depends on every object: only frames where each has been seen teach it
+        placed = (all_k | (self.active[None, None] == 0)).all(-1)[:, 1:].float()        # (B,T-1)
+        l_rew = (((self.reward_head(feats[:, 1:])[..., 0] - r) ** 2) * placed).sum() / (placed.sum() + 1e-6)
         pmask = d["pmask"]
         l_prop = (((self.proprio_head(feats) - p) ** 2) * pmask).mean() if self.proprio_dim else r.new_zeros(())
         l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else r.new_zeros(())

@@ -7,6 +7,7 @@ a pusher whose reward is to stay close to the ball.
 import numpy as np
 
 from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
+from embodied.envs.tasks.explore import contact_explorer
 
 SUCCESS_RADIUS = 0.08
 OCCLUDER_HALF_WIDTH = 0.09
@@ -77,5 +78,10 @@ class OcclusionEnv(MujocoTaskEnv):
         """Chase the ball, wherever it is (the expert sees it even under the occluder)."""
         objs = self.object_positions() if objects is None else objects
         return np.clip(10.0 * (objs["ball"][:2] - objs["pusher"][:2]), -1.0, 1.0)
+
+    def explorer(self, rng: np.random.Generator):
+        """Pushes, grazes and misses of the still box from any angle (:func:`contact_explorer`): the rolling
+        ball and the chasing expert seldom touch it, and a model learns that it moves only when pushed."""
+        return contact_explorer(self, rng, "still")
 
     is_hidden = _IsHidden()  # is_hidden(xy): whether a ball at world xy is wholly under the occluder

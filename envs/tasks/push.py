@@ -2,6 +2,7 @@
 import numpy as np
 
 from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
+from embodied.envs.tasks.explore import contact_explorer, toward
 
 SUCCESS_RADIUS = 0.05
 
@@ -14,8 +15,6 @@ def _sample_apart(rng, low, high, others, min_dist):
             return p
 
 
-def _toward(delta: np.ndarray, gain: float) -> np.ndarray:
-    return np.clip(gain * delta, -1.0, 1.0)
 
 
 class PushEnv(MujocoTaskEnv):
@@ -81,43 +80,13 @@ class PushEnv(MujocoTaskEnv):
                 # on the wrong side and close: step sideways around the block first
                 normal = np.array([-direction[1], direction[0]])
                 normal *= np.sign(np.dot(pusher - block, normal)) or 1.0
-                return _toward(normal * 0.1 - direction * 0.05, 12.0)
-            return _toward(to_behind, 12.0)
-        return _toward(direction * 0.1 + 0.5 * to_behind, 10.0)
+                return toward(normal * 0.1 - direction * 0.05, 12.0)
+            return toward(to_behind, 12.0)
+        return toward(direction * 0.1 + 0.5 * to_behind, 10.0)
 
     def explorer(self, rng: np.random.Generator):
-        """A contact-rich collecting policy for one episode: pushes, grazes and misses from any angle.
-
-        The pusher goes behind the block along a random direction, offset sideways by
-        nothing (a push through the centre), about the block's half width (a graze that
-        turns it) or more (a miss that passes it), then drives along that direction for
-        the rest of the episode, often into a wall. Returns ``(act, label)``.
-        """
-        angle = rng.uniform(-np.pi, np.pi)
-        direction = np.array([np.cos(angle), np.sin(angle)])
-        side = np.array([-direction[1], direction[0]])
-        kind = rng.choice(["push", "graze", "miss"], p=[0.5, 0.3, 0.2])
-        offset = {"push": rng.uniform(-0.02, 0.02), "graze": rng.choice([-1, 1]) * rng.uniform(0.05, 0.08),
-                  "miss": rng.choice([-1, 1]) * rng.uniform(0.11, 0.16)}[kind]
-        speed = rng.uniform(0.5, 1.0)
-        state = {"lined_up": False}
-
-        def act() -> np.ndarray:
-            objs = self.object_positions()
-            pusher, block = objs["pusher"][:2], objs["block"][:2]
-            start = block - 0.12 * direction + offset * side
-            if not state["lined_up"]:
-                to_start = start - pusher
-                if np.linalg.norm(to_start) < 0.02:
-                    state["lined_up"] = True
-                elif np.dot(pusher - block, direction) > -0.06 and np.linalg.norm(pusher - block) < 0.11:
-                    away = side * (np.sign(np.dot(pusher - block, side)) or 1.0)  # go round, not through
-                    return _toward(away * 0.1 - direction * 0.05, 12.0)
-                else:
-                    return _toward(to_start, 12.0)
-            return np.clip(speed * direction + 4.0 * np.dot(start - pusher, side) * side, -1.0, 1.0)
-
-        return act, f"explore-{kind}"
+        """Pushes, grazes and misses of the block from any angle (:func:`contact_explorer`)."""
+        return contact_explorer(self, rng, "block")
 
     def goal_qpos(self) -> np.ndarray:
         """Block on the goal, pusher behind it as after a straight push."""
