@@ -319,6 +319,31 @@ def test_slots_remember_covered_objects_and_place_new_ones_where_seen(spec, data
     assert torch.all((later["vel"][:, k].norm(dim=-1) - step).abs() < 0.05), (later["vel"][:, k], step)
 
 
+def test_slots_place_the_hidden_pusher_from_proprioception(spec, dataset):
+    """proprio_locate: a head learns slot positions from proprio where the frames show the slot, and a slot
+    the frames do not show is placed by it once its running error is small (the pusher: proprio is its
+    position); objects proprio does not predict (the block) are never placed by it."""
+    model = _model("slots", spec, proprio_locate=True)      # fit_data fits its linear part by least squares
+    _train(model, dataset, steps=20, batch=8, t=6, lr=3e-3)
+    pusher = int(np.argmin(np.abs(model.palette[:3].numpy() - np.array(spec["objects"][0]["rgb"]) / 255).sum(1)))
+    block = int(np.argmin(np.abs(model.palette[:3].numpy() - np.array(spec["objects"][1]["rgb"]) / 255).sum(1)))
+    err = model.locate_err
+    assert err[pusher] < model.cfg.locate_trust < err[block], err
+    batch = _batch(dataset, b=6, t=8, seed=4)
+    frames, actions, proprio = batch["frames"].clone(), batch["actions"][:, :7], batch["proprio"]
+    pos, weight = model.observe(frames[:, -1])
+    mine = model.lut[((frames.to(torch.int32) >> 5) * torch.tensor([64, 8, 1])).sum(-1)] == pusher
+    background = (model.background.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    hidden = torch.where(mine[..., None], background.expand_as(frames), frames)     # the pusher never shows
+    with torch.no_grad():
+        placed = model.encode(hidden, actions, proprio)
+        blind = model.encode(hidden, actions)                                        # no proprio: no belief
+    seen = weight[:, pusher] >= 1
+    px = (placed["pos"][:, pusher] - pos[:, pusher]).norm(dim=-1)[seen] * 32
+    assert seen.any() and torch.all(px < 2.0) and torch.all(placed["seen"][:, pusher] == 1), px
+    assert torch.all(blind["seen"][:, pusher] == 0)
+
+
 @pytest.mark.parametrize("arch", ["recurrent", "transformer"])
 def test_object_head_learns_positions_from_pixels(arch, spec, dataset):
     """object_weight > 0: a head reads the objects' planar positions from the latent, better than their mean."""

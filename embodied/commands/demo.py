@@ -205,6 +205,7 @@ def _beside_shipped(args, s: dict, out: Path, entry: dict, start: float) -> None
     print(f"[demo] shipped checkpoint {name!r} ({entry.get('arch')}, step {entry.get('step')}) at {entry['path']}: "
           "planning and validating it; a small fresh model is trained beside it")
     data, model = out / "data", out / f"{task}_{args.arch}_fresh"
+    out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] lane 2 (fresh model: collect, train, plan) runs beside this one; its log: {out / 'fresh.log'}",
           flush=True)
     lane = multiprocessing.get_context("spawn").Process(
@@ -215,8 +216,8 @@ def _beside_shipped(args, s: dict, out: Path, entry: dict, start: float) -> None
         plans = {"shipped": _plan(f"plan (shipped {name})", where / "plan_cem", task, model_arg, n, s),
                  "oracle": _plan("plan (mujoco)", where / "plan_mujoco", task, "mujoco", n, s)}
         validation = _validate(where / "validation", task, model_arg, s)
-        print(f"[demo] lane 1 done in {time.perf_counter() - start:.0f}s; waiting for lane 2 ({out / 'fresh.log'})",
-              flush=True)
+        print(f"[demo] lane 1 done in {time.perf_counter() - start:.0f}s; waiting for lane 2 "
+              f"(follow it with: tail -f {out / 'fresh.log'})", flush=True)
         lane.join()
     finally:
         if lane.is_alive():  # lane 1 failed or was interrupted: stop lane 2 too (a re-run resumes both)

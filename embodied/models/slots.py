@@ -75,6 +75,9 @@ class SlotsConfig:
     reward_weight: float = 1.0
     proprio_weight: float = 1.0
     object_weight: float = 0.0  # object-position head on the dataset's object tracks (training signal only)
+    proprio_locate: bool = False  # place a slot its frame does not show from proprioception, where proprio
+                                  # predicts its position (the robot's own body under an occluder)
+    locate_trust: float = 0.03  # ... to within this error (image units; running mean over seen frames)
     sparsity_weight: float = 0.1  # L1 on the action gates and the contact ranges: the action drives few slots,
                                   # and slots touch only when close
     fg_weight: float = 10.0
@@ -167,6 +170,13 @@ class SlotsWorldModel(LearnedWorldModel):
         self.reward_head = mlp(feat, c.hidden, 1, layers=2)
         self.proprio_head = mlp(feat, c.hidden, P, layers=1)
         self.object_head = self._make_object_head(feat)
+        if c.proprio_locate:  # proprio -> slot positions (linear part + MLP), and each slot's running error of it
+            self.locate_linear = nn.Linear(P, 2 * K)
+            self.locate = mlp(P, c.hidden, 2 * K, layers=1)
+            with torch.no_grad():  # starts at the least-squares fit (fit_data)
+                self.locate[-1].weight.zero_()
+                self.locate[-1].bias.zero_()
+            self.register_buffer("locate_err", torch.ones(K))
 
     # -- data-dependent start ------------------------------------------------------------------
     @torch.no_grad()
@@ -199,6 +209,24 @@ class SlotsWorldModel(LearnedWorldModel):
         r = torch.arange(self.cfg.sprite, device=dev).float() - (self.cfg.sprite - 1) / 2
         dist = (r[None, :] ** 2 + r[:, None] ** 2).sqrt()
         self.sprites.copy_(4.0 * (radius[:, None, None] - dist)[:, None].clamp(-3, 3))
+        if self.cfg.proprio_locate and batch.get("proprio") is not None and self.proprio_dim:
+            self._fit_locate(batch["frames"], batch["proprio"])
+
+    def _fit_locate(self, frames: torch.Tensor, proprio: torch.Tensor) -> None:
+        """Least-squares linear map from raw proprio to each slot's observed position on the frames that show
+        it whole; each slot's running error starts at the map's mean error."""
+        pos, weight = self.observe(frames.flatten(0, 1))
+        x = torch.cat([proprio.flatten(0, 1).float().to(pos.device), torch.ones(pos.shape[0], 1, device=pos.device)], 1)
+        self.locate_linear.weight.zero_()
+        self.locate_linear.bias.zero_()
+        for k in range(self.cfg.slots):
+            rows = weight[:, k] >= 1
+            if int(rows.sum()) <= x.shape[1]:
+                continue
+            coef = torch.linalg.lstsq(x[rows], pos[rows, k]).solution                    # (P+1, 2)
+            self.locate_linear.weight[2 * k:2 * k + 2] = coef[:-1].T
+            self.locate_linear.bias[2 * k:2 * k + 2] = coef[-1]
+            self.locate_err[k] = (x[rows] @ coef - pos[rows, k]).norm(dim=-1).mean()
 
     def _check_ready(self) -> None:
         if not bool(self.active.any()):
@@ -222,6 +250,19 @@ class SlotsWorldModel(LearnedWorldModel):
         c = self.cfg
         weight = ((seen - c.see_from) / (c.see_full - c.see_from)).clamp(0, 1) * self.active
         return pos, weight
+
+    def _with_located(self, pos_obs: torch.Tensor, weight: torch.Tensor, p: torch.Tensor, pmask: torch.Tensor,
+                      raw: torch.Tensor):
+        """Observations (B,T,K,2) and weights (B,T,K) with the slots the frames do not show placed from proprio
+        (``raw`` (B,T,P) and normalised ``p``), where ``proprio_locate`` is on, proprio is given (``pmask``
+        (B,1,1)) and the slot's running error of it is under ``locate_trust``."""
+        if not self.cfg.proprio_locate:
+            return pos_obs, weight
+        b, t, k = weight.shape
+        located = self._locate(p, raw).view(b, t, k, 2).detach()
+        use = (weight == 0) & (self.locate_err < self.cfg.locate_trust)[None, None] & (pmask > 0) \
+            & (self.active > 0)[None, None]
+        return torch.where(use[..., None], located, pos_obs), torch.where(use, torch.ones_like(weight), weight)
 
     def _filter(self, pos_obs: torch.Tensor, weight: torch.Tensor, a: torch.Tensor):
         """Filtered (pos, vel) per frame, (B,T,K,2) each, and whether each slot has been seen yet (B,T,K).
@@ -331,7 +372,9 @@ class SlotsWorldModel(LearnedWorldModel):
         b, t = frames.shape[:2]
         a = actions.float().to(dev).clamp(-1, 1).reshape(b, -1, self.action_dim)
         pos_obs, weight = self.observe(frames.flatten(0, 1))
-        pos, vel, known = self._filter(pos_obs.view(b, t, -1, 2), weight.view(b, t, -1), a)
+        pos_obs, weight = self._with_located(pos_obs.view(b, t, -1, 2), weight.view(b, t, -1),
+                                             *self._proprio(proprio, (b, t)), self._raw_proprio(proprio, (b, t)))
+        pos, vel, known = self._filter(pos_obs, weight, a)
         return {"pos": pos[:, -1], "vel": vel[:, -1], "seen": known[:, -1].float()}
 
     @property
@@ -373,7 +416,10 @@ class SlotsWorldModel(LearnedWorldModel):
         ctx = max(1, min(c.context, t - 1))
         pos_obs, weight = self.observe(frames.flatten(0, 1))
         pos_obs, weight = pos_obs.view(b, t, -1, 2), weight.view(b, t, -1)
-        f_pos, f_vel, f_known = self._filter(pos_obs[:, :ctx], weight[:, :ctx], a)
+        raw = self._raw_proprio(batch.get("proprio"), (b, t))
+        l_loc = self._locate_loss(pos_obs, weight, p, d["pmask"], raw)
+        f_obs, f_weight = self._with_located(pos_obs[:, :ctx], weight[:, :ctx], p[:, :ctx], d["pmask"], raw[:, :ctx])
+        f_pos, f_vel, f_known = self._filter(f_obs, f_weight, a)
         pos, vel, ol_p, ol_v = f_pos[:, -1], f_vel[:, -1], [], []
         for k in range(t - ctx):
             pos, vel = self._dynamics(pos, vel, a[:, ctx - 1 + k], f_known[:, -1].float())
@@ -406,16 +452,44 @@ class SlotsWorldModel(LearnedWorldModel):
         l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else r.new_zeros(())
         i, j = self.pairs
         l_sparse = torch.sigmoid(self.action_gate)[self.active > 0].sum() + self.reach[i, j].clamp(min=0).sum()
-        total = (c.pos_weight * l_pos + c.pixel_weight * l_pix + c.reward_weight * l_rew
+        total = (c.pos_weight * (l_pos + l_loc) + c.pixel_weight * l_pix + c.reward_weight * l_rew
                  + c.proprio_weight * l_prop + c.object_weight * l_obj + c.sparsity_weight * l_sparse)
         with torch.no_grad():
             px = (((ol_p - pos_obs[:, ctx:]).norm(dim=-1) * g[..., 0]).sum() / (g.sum() + 1e-6)) * self.image_size / 2
             mse_last = ((rendered[:, -1].clamp(0, 1) - x[:, -1]) ** 2).mean()
         metrics = {"loss": total.item(), "pos": l_pos.item(), "pos_px": px.item(), "pixels": l_pix.item(),
                    "reward": l_rew.item(), "proprio": l_prop.item(), "objects": l_obj.item(),
-                   "sparsity": l_sparse.item(),
+                   "sparsity": l_sparse.item(), "locate": l_loc.item(),
                    "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
         return total, metrics
+
+    def _raw_proprio(self, proprio: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+        if proprio is None or self.proprio_dim == 0:
+            return torch.zeros(*shape, max(self.proprio_dim, 1), device=self.palette.device)
+        return proprio.float().to(self.palette.device)
+
+    def _locate(self, p: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Slot positions (...,2K) from proprio: a linear map of the raw values (least squares, fit_data) plus
+        a learned MLP of the normalised ones (what is not linear, as an arm's kinematics)."""
+        return self.locate_linear(raw) + self.locate(p)
+
+    def _locate_loss(self, pos_obs: torch.Tensor, weight: torch.Tensor, p: torch.Tensor,
+                     pmask: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Position error of the proprio -> slot head on the frames that show each slot whole (0 without the
+        head); updates each slot's running error, which decides where the head is trusted."""
+        if not self.cfg.proprio_locate:
+            return pos_obs.new_zeros(())
+        b, t, k = weight.shape
+        seen = ((weight >= 1) & (pmask > 0)).float()[..., None]                 # (B,T,K,1)
+        located = self._locate(p, raw).view(b, t, k, 2)
+        err = F.smooth_l1_loss(located, pos_obs, reduction="none", beta=0.02) * seen
+        if self.training:
+            with torch.no_grad():
+                dist = ((located - pos_obs).norm(dim=-1, keepdim=True) * seen).sum((0, 1, 3))
+                count = seen.sum((0, 1, 3))
+                has = count > 0
+                self.locate_err[has] = 0.9 * self.locate_err[has] + 0.1 * (dist[has] / count[has])
+        return err.sum() / (2 * seen.sum() + 1e-6)
 
     def _weighted_mse(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         extra = foreground_mask(pred.detach().clamp(0, 1), self.cfg.floor_rgb)
