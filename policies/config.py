@@ -9,7 +9,7 @@ from embodied.policies.agents import ACTIVATIONS, ALGOS, PPOSettings, SACSetting
 
 BASELINES = ("none", "real", "random")
 CHOICES = {"algo": ALGOS, "baseline": BASELINES, "split": ("train", "heldout", "all"), "start": ("first", "any"),
-           "obs": ("latent", "readout"), "history": ("episode", "context"), "real_obs": ("latent", "state")}
+           "obs": ("auto", "latent", "readout"), "history": ("episode", "context"), "real_obs": ("latent", "state")}
 
 
 @dataclass
@@ -26,7 +26,8 @@ class PolicyConfig:
     split: str = "train"               # dataset episodes that seed imagined episodes: train | heldout | all
     start: str = "any"                 # seed from an episode's first frame (first) or from any step (any)
     horizon: int = 8                   # imagined episode length; 0: the real task's
-    obs: str = "readout"               # what the policy sees: latent | readout
+    obs: str = "auto"                  # what the policy sees: latent | readout | auto (readout where the model
+                                       # has an object head, else latent)
     history: str = "episode"           # real-env latent: encode the whole episode (episode) or the last frames
     real_obs: str = "latent"           # baseline real: latent (as in imagination) or state (privileged)
     reward_scale: float = 10.0         # training-only reward multiplier

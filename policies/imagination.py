@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,12 @@ def real_env(task: str, model: WorldModel, history: str = "episode", obs: str = 
     """The real task seen through ``model`` (pixels and proprio in, latent or read-out vector out)."""
     env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size)
     return LatentObservation(env, model, history=history, obs_mode=obs)
+
+
+def observations_for(model: WorldModel | None) -> str:
+    """``--obs auto``: the read-out heads where they include object positions, else the latent state (a
+    read-out of proprio alone would hide the objects the task is about)."""
+    return "readout" if model is not None and model.abilities.objects else "latent"
 
 
 def training_env(cfg: PolicyConfig, model: WorldModel | None, task: str, num_envs: int) -> VecEnv:
@@ -119,6 +125,8 @@ def train_policy(cfg: PolicyConfig, command: str = "") -> dict:
     t_start = time.perf_counter()
     task = canonical_task(cfg.task)
     model = load_model(cfg.model, task) if cfg.model else None
+    if cfg.obs == "auto":
+        cfg = replace(cfg, obs=observations_for(model))
     model_name = Path(cfg.model).name if cfg.model else "none"
     suffix = "" if cfg.baseline == "none" else f"_{cfg.baseline}"
     out = Path(cfg.out or Path("runs") / "policy" / f"{task}_{model_name}_{cfg.algo}{suffix}")

@@ -160,6 +160,17 @@ def test_modes_need_declared_abilities(model):
         LatentObservation(make_task("reach", obs_type="pixels_proprio"), bare, obs_mode="readout")
 
 
+def test_policies_see_objects_by_default(model):
+    """`--obs auto`: the read-out where it holds object positions, else the latent (proprio alone hides the target)."""
+    from embodied.models import build_model
+    from embodied.policies.imagination import observations_for
+
+    assert model.abilities.objects and observations_for(model) == "readout"
+    no_objects = build_model({**TINY["recurrent"], "object_weight": 0.0}, model.spec)
+    assert no_objects.abilities.readout and not no_objects.abilities.objects
+    assert observations_for(no_objects) == "latent"
+
+
 def test_defaults_and_determinism(model):
     env = ImaginedEnv(model)
     assert env.horizon == 50  # the real Reach episode length

@@ -344,6 +344,49 @@ def test_slots_place_the_hidden_pusher_from_proprioception(spec, dataset):
     assert torch.all(blind["seen"][:, pusher] == 0)
 
 
+def test_slots_with_inertia_start_moving_only_by_action_or_contact(spec, dataset):
+    """inertia: slots at rest, undriven and apart stay exactly where they are, whatever the weights; the
+    action still drives and moving slots still move. Without it an untrained net drifts them."""
+    torch.manual_seed(0)
+    apart = torch.tensor([[-0.6, -0.6], [0.6, 0.6], [-0.6, 0.6], [0.0, 0.0]]).expand(5, 4, 2)
+    rest, seen = torch.zeros(5, 4, 2), torch.ones(5, 4)
+    for inertia in (True, False):
+        model = _model("slots", spec, inertia=inertia).eval()
+        with torch.no_grad():
+            for p in (model.own[-1].weight, model.own[-1].bias, model.node[-1].weight, model.node[-1].bias):
+                p.normal_(0, 0.5)                                     # any weights, not the small init
+            pos, vel = model._dynamics(apart, rest, torch.zeros(5, 2), seen)
+            driven, _ = model._dynamics(apart, rest, torch.ones(5, 2), seen)
+            rolling, _ = model._dynamics(apart, torch.full((5, 4, 2), 0.05), torch.zeros(5, 2), seen)
+        still = torch.equal(pos, apart) and torch.equal(vel, rest)
+        assert still == inertia, (inertia, (pos - apart).abs().max())
+        active = model.active > 0
+        assert (driven - apart)[:, active].abs().max() > 1e-3 and (rolling - apart)[:, active].abs().max() > 1e-3
+
+
+def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):
+    """Frames whose band shows background where the slots hold objects teach the static front layer to
+    cover the band, and only the band, within a short fit (its logits learn at LAYER_GAIN x)."""
+    from embodied.models.codec import frames_to_float
+    from embodied.models.slots import LAYER_GAIN
+
+    model = _model("slots", spec)
+    frames = _batch(dataset, b=16, t=2, seed=5)["frames"][:, 0]
+    pos, weight = model.observe(frames)
+    background = (model.background.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    painted = frames.clone()
+    painted[:, :, 24:40] = background[:, 24:40]                             # a band the objects pass under
+    target = frames_to_float(painted[:, None])[:, 0]
+    opt = torch.optim.Adam([model.front, model.sprites, model.depth], lr=1e-2)
+    for _ in range(60):
+        loss = ((model._render(pos, known=weight > 0) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    front = torch.sigmoid(LAYER_GAIN * model.front.detach())[0]
+    assert front[:, 26:38].mean() > 0.5 and front[:, :16].mean() < 0.2, (front[:, 26:38].mean(), front[:, :16].mean())
+
+
 @pytest.mark.parametrize("arch", ["recurrent", "transformer"])
 def test_object_head_learns_positions_from_pixels(arch, spec, dataset):
     """object_weight > 0: a head reads the objects' planar positions from the latent, better than their mean."""

@@ -61,7 +61,7 @@ def test_config_layers_files_and_typed_overrides(tmp_path):
     assert cfg.task == "reach" and cfg.data.path == "/d" and cfg.out == "/o"
     assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)   # "1e-3" is a string to YAML 1.1
     assert cfg.train.steps == 6 and cfg.train.eval_horizons == [1, 4]  # debug.yaml layered on top
-    assert cfg.model == {"arch": "recurrent", "object_weight": 10.0, "reward_weight": 10.0, "channels": 8,
+    assert cfg.model == {"arch": "recurrent", "object_weight": 0.0, "reward_weight": 10.0, "channels": 8,
                          "embed_dim": 32, "proprio_embed": 8, "hidden": 32, "deter": 48}
     assert cfg.data.max_episodes == 3 and cfg.data.heldout_fraction == 0.1
     for task in ("reach", "push", "occlusion"):

@@ -45,8 +45,9 @@ FLAGS = [
                                  "real reset) or from any step")),
     (("horizon",), "--horizon", dict(type=int, help="imagined episode length (default 8; 0: the real task's); "
                                      "short rollouts stay where the model was trained")),
-    (("obs",), "--obs", dict(choices=CHOICES["obs"], help="what the policy sees: the model's latent state, or its "
-                             "read-out heads (normalised proprio and object positions)")),
+    (("obs",), "--obs", dict(choices=CHOICES["obs"], help="what the policy sees: the model's latent state, its "
+                             "read-out heads (normalised proprio and object positions), or auto (default: the "
+                             "read-out where the model has an object head, else the latent)")),
     (("history",), "--history", dict(choices=CHOICES["history"], help="real-env latent: encode the whole episode "
                                      "so far, or only the model's last context frames")),
     (("real_obs",), "--real-obs", dict(choices=CHOICES["real_obs"], help="--baseline real: observe the real env "

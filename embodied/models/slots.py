@@ -54,6 +54,8 @@ VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divi
 PALETTE_MIN_SHARE = 0.01  # a colour must cover this share of the changing pixels to get a slot
 RENDERED = 4              # frames per training window that are rendered for the pixel loss
 CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
+LAYER_GAIN = 8.0          # the front layer's and depth order's logits are this times their parameters, so
+                          # Adam (steps of ~lr per parameter) can open a front layer within a training run
 
 
 @dataclass
@@ -80,6 +82,8 @@ class SlotsConfig:
     locate_trust: float = 0.03  # ... to within this error (image units; running mean over seen frames)
     sparsity_weight: float = 0.1  # L1 on the action gates and the contact ranges: the action drives few slots,
                                   # and slots touch only when close
+    inertia: bool = False       # Newton's first law: a slot at rest, not driven and not touched stays at rest (its
+                                # own motion and its contact response are 0 without velocity, action or messages)
     fg_weight: float = 10.0
     proprio_dropout: float = 0.0
     floor_rgb: tuple = FLOOR_RGB
@@ -153,7 +157,7 @@ class SlotsWorldModel(LearnedWorldModel):
         self.register_buffer("grid", coord_grid(S).permute(1, 2, 0).reshape(1, S * S, 2), persistent=False)
         self.register_buffer("ident", torch.eye(K), persistent=False)
         # renderer
-        self.front = nn.Parameter(torch.full((1, S, S), -4.0))
+        self.front = nn.Parameter(torch.full((1, S, S), -4.0 / LAYER_GAIN))
         self.sprites = nn.Parameter(torch.zeros(K, 1, c.sprite, c.sprite))
         self.depth = nn.Parameter(torch.zeros(K))
         # dynamics: a slot's own motion (the action through its learned gate), then contact with the others
@@ -305,7 +309,8 @@ class SlotsWorldModel(LearnedWorldModel):
         present = self.active[None] * seen                                       # (B,K)
         ident = self.ident.expand(b, k, k)
         gated = a[:, None, :] * torch.sigmoid(self.action_gate)[None, :, None]
-        vel = vel + self.own(torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)) * VEL_SCALE
+        own_in = torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)
+        vel = vel + self._less_at_rest(self.own, own_in, (slice(2, 4), slice(4 + k, None))) * VEL_SCALE
         ahead = pos + vel
         i, j = self.pairs
         rel = ahead[:, j] - ahead[:, i]                                          # (B,E,2): receiver i, sender j
@@ -314,9 +319,22 @@ class SlotsWorldModel(LearnedWorldModel):
         edge_in = torch.cat([rel, dist, (vel[:, j] - vel[:, i]) / VEL_SCALE, ident[:, i], ident[:, j]], -1)
         msg = self.edge(edge_in) * near * (present[:, i] * present[:, j])[..., None]
         total = torch.zeros(b, k, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(1, i, msg)
-        vel = vel + self.node(torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)) * VEL_SCALE
+        node_in = torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)
+        vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
         vel = vel * present[..., None]
         return pos + vel, vel
+
+    def _less_at_rest(self, net: nn.Module, x: torch.Tensor, causes: tuple) -> torch.Tensor:
+        """``net(x)``; with ``inertia``, minus ``net`` of the same input with the ``causes`` (slices of the last
+        axis) zeroed: the velocity and the action for ``own`` (a slot at rest and undriven), the summed
+        messages for ``node`` (a slot untouched). The change of velocity is then 0 without a cause."""
+        if not self.cfg.inertia:
+            return net(x)
+        rest = x.clone()
+        for part in causes:
+            rest[..., part] = 0
+        both = net(torch.cat([x, rest], 0))
+        return both[: x.shape[0]] - both[x.shape[0]:]
 
     @property
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,12 +364,12 @@ class SlotsWorldModel(LearnedWorldModel):
         if known is not None:
             a = a * known[:, :, None, None].to(a.dtype)
         none = torch.prod(1 - a, dim=1, keepdim=True)                            # (N,1,H,W)
-        depth = looks(self.depth)
+        depth = LAYER_GAIN * looks(self.depth)
         w = a * torch.exp(depth - depth.max())[None, :, None, None]
         w = w / (w.sum(1, keepdim=True) + 1e-6)
         objects = torch.einsum("nkhw,kc->nchw", w, self.palette)
         img = none * self.background[None] + (1 - none) * objects
-        front = torch.sigmoid(looks(self.front))[None]
+        front = torch.sigmoid(LAYER_GAIN * looks(self.front))[None]
         return front * self.background[None] + (1 - front) * img
 
     # -- interface -----------------------------------------------------------------------------

@@ -9,8 +9,11 @@
   how much the predicted frames differ between the branches, against how much
   the real frames differ. ``action_sensitivity`` = predicted / real difference
   (1 is right, 0 is a model that ignores actions); the scored error is
-  sum_t |D_pred(t) - D_real(t)| / sum_t D_real(t) (0 perfect, 1 for a model
-  that ignores its actions, above 1 for one that over-reacts).
+  sum_(i,t) |D_pred - D_real| / sum_(i,t) D_real over every start i and step t
+  (0 perfect, 1 for a model that ignores its actions, above 1 for one that
+  over-reacts). The sums are pooled over starts: a start whose real branches
+  barely differ (the body under an occluder the whole time) adds its error
+  without dividing by its near-zero difference.
 """
 from __future__ import annotations
 
@@ -81,10 +84,10 @@ def run(h) -> dict:
     for who in WHO:
         pa, pb = h.predict(who, starts, branch_a), h.predict(who, starts, branch_b)
         d = frame_difference(pa, pb)
-        sens_err = np.abs(d - d_true).sum(axis=1) / np.maximum(d_true.sum(axis=1), 1e-9)
+        sens_err = float(np.abs(d - d_true).sum() / max(d_true.sum(), 1e-9))
         metrics[who]["action_sensitivity"] = float(d.sum() / max(d_true.sum(), 1e-9))
-        metrics[who]["action_sensitivity_error"] = float(sens_err.mean())
-        errors["action_sensitivity_error"][who] = float(sens_err.mean())
+        metrics[who]["action_sensitivity_error"] = sens_err
+        errors["action_sensitivity_error"][who] = sens_err
         curves["branch_difference"][who] = curve(d)
 
     finite = np.where(np.isfinite(per_rollout["model"]), per_rollout["model"], np.inf)
