@@ -132,6 +132,20 @@ def test_scoring_scales_between_best_baseline_and_truth_and_flags_degenerate_pro
     assert not flat["separates"] and flat["score"]["mujoco"] is None
 
 
+def test_action_sensitivity_pools_starts_so_a_start_with_no_real_difference_cannot_dominate():
+    from embodied.validate.controllability import sensitivity_error
+
+    truth = np.array([[0.05, 0.05], [0.04, 0.06], [1e-5, 1e-5]])        # start 3: both real branches alike
+    assert sensitivity_error(truth, truth) == 0.0
+    assert sensitivity_error(np.zeros_like(truth), truth) == pytest.approx(1.0)   # ignores its actions
+    doubled = sensitivity_error(2 * truth, truth)
+    assert doubled == pytest.approx(1.0)                                          # over-reacts 2x: error 1
+    stray = truth.copy()
+    stray[2] = 0.03                                                              # reacts where reality did not
+    err = sensitivity_error(stray, truth)
+    assert err == pytest.approx(0.06 / truth.sum(), rel=1e-3) and err < 1.0  # counted, not divided by 2e-5
+
+
 # ---- probes: the oracle scores 100, baselines and the action-blind oracle about 0 --------------
 
 @pytest.mark.parametrize("task", ORACLE_TASKS)
