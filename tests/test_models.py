@@ -7,6 +7,7 @@ depend on the actions.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -362,6 +363,20 @@ def test_slots_with_inertia_start_moving_only_by_action_or_contact(spec, dataset
         assert still == inertia, (inertia, (pos - apart).abs().max())
         active = model.active > 0
         assert (driven - apart)[:, active].abs().max() > 1e-3 and (rolling - apart)[:, active].abs().max() > 1e-3
+
+
+def test_slots_touch_floor_keeps_contact_at_the_touching_distance(spec, dataset):
+    """touch_floor: however far the sparsity term shrinks the learned ranges, two objects whose discs touch
+    are in contact range; without it a shrunk range misses the contact."""
+    for floor in (True, False):
+        model = _model("slots", spec, touch_floor=floor)
+        i, j = model.pairs
+        radius = (model.usual_size / math.pi).sqrt() * 2 / model.image_size
+        touch = radius[i] + radius[j]
+        assert torch.allclose(model._contact_range(i, j), 1.5 * touch)        # both start at 1.5x touching
+        with torch.no_grad():
+            model.reach.fill_(-1.0)
+        assert bool((model._contact_range(i, j) >= touch - 1e-6).all()) == floor
 
 
 def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):

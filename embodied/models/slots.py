@@ -82,6 +82,8 @@ class SlotsConfig:
     locate_trust: float = 0.03  # ... to within this error (image units; running mean over seen frames)
     sparsity_weight: float = 0.1  # L1 on the action gates and the contact ranges: the action drives few slots,
                                   # and slots touch only when close
+    touch_floor: bool = False   # a pair's contact range is at least the distance at which the two objects touch
+                                # (their usual areas as discs); the learned range only adds to it
     inertia: bool = False       # Newton's first law: a slot at rest, not driven and not touched stays at rest (its
                                 # own motion and its contact response are 0 without velocity, action or messages)
     fg_weight: float = 10.0
@@ -205,8 +207,9 @@ class SlotsWorldModel(LearnedWorldModel):
         none = torch.full_like(slot, self.cfg.slots)
         self.lut.copy_(torch.where(near < self.cfg.colour_tol * math.sqrt(3), slot, none))
         # contact ranges start at 1.5x the sum of the two objects' radii (image units)
-        radius_img = (self.usual_size / math.pi).sqrt() * 2 / self.image_size
-        self.reach.copy_(1.5 * (radius_img[:, None] + radius_img[None, :]))
+        radius = self._radii()
+        touch = radius[:, None] + radius[None, :]
+        self.reach.copy_((0.5 if self.cfg.touch_floor else 1.5) * touch)
         # a disc of the object's usual area, in sprite cells
         cells = self.cfg.sprite / self.cfg.sprite_px
         radius = (self.usual_size / math.pi).sqrt() * cells
@@ -315,7 +318,7 @@ class SlotsWorldModel(LearnedWorldModel):
         i, j = self.pairs
         rel = ahead[:, j] - ahead[:, i]                                          # (B,E,2): receiver i, sender j
         dist = rel.norm(dim=-1, keepdim=True)
-        near = torch.sigmoid((self.reach[i, j][None, :, None] - dist) / CONTACT_SOFTNESS)
+        near = torch.sigmoid((self._contact_range(i, j)[None, :, None] - dist) / CONTACT_SOFTNESS)
         edge_in = torch.cat([rel, dist, (vel[:, j] - vel[:, i]) / VEL_SCALE, ident[:, i], ident[:, j]], -1)
         msg = self.edge(edge_in) * near * (present[:, i] * present[:, j])[..., None]
         total = torch.zeros(b, k, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(1, i, msg)
@@ -323,6 +326,18 @@ class SlotsWorldModel(LearnedWorldModel):
         vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
         vel = vel * present[..., None]
         return pos + vel, vel
+
+    def _contact_range(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The contact range (image units) of the pairs (i, j): the learned ``reach``, or with ``touch_floor``
+        the distance at which the two objects touch plus the learned part (kept >= 0)."""
+        if not self.cfg.touch_floor:
+            return self.reach[i, j]
+        radius = self._radii()
+        return radius[i] + radius[j] + self.reach[i, j].clamp(min=0)
+
+    def _radii(self) -> torch.Tensor:
+        """(K,) radius of each slot's object (its usual area as a disc), image units."""
+        return (self.usual_size / math.pi).sqrt() * 2 / self.image_size
 
     def _less_at_rest(self, net: nn.Module, x: torch.Tensor, causes: tuple) -> torch.Tensor:
         """``net(x)``; with ``inertia``, minus ``net`` of the same input with the ``causes`` (slices of the last
