@@ -485,4 +485,4 @@ def test_policy_config_errors_are_one_line(tmp_path, capsys):
     assert main(["policy", "train", "--baseline", "random", "sac.batch=3"]) == 2
     assert "did you mean sac.batch_size" in capsys.readouterr().err
     assert main(["policy", "train", "--model", "x", "obs=pixels"]) == 2
-    assert "must be one of latent, readout" in capsys.readouterr().err
+    assert "must be one of auto, latent, readout" in capsys.readouterr().err
