@@ -212,7 +212,7 @@ class SlotsWorldModel(LearnedWorldModel):
         self.reach.copy_((0.5 if self.cfg.touch_floor else 1.5) * touch)
         # a disc of the object's usual area, in sprite cells
         cells = self.cfg.sprite / self.cfg.sprite_px
-        radius = (self.usual_size / math.pi).sqrt() * cells
+        radius = self._radii() * self.image_size / 2 * cells
         r = torch.arange(self.cfg.sprite, device=dev).float() - (self.cfg.sprite - 1) / 2
         dist = (r[None, :] ** 2 + r[:, None] ** 2).sqrt()
         self.sprites.copy_(4.0 * (radius[:, None, None] - dist)[:, None].clamp(-3, 3))
