@@ -1,0 +1,77 @@
+"""Dynamics: each slot's own motion, then messages between slots in contact."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
+CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
+
+
+class SlotDynamics:
+    """One step of every slot's position and velocity: own motion, the action through a gate, contact."""
+
+    def _dynamics(self, pos: torch.Tensor, vel: torch.Tensor, a: torch.Tensor,
+                  seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: (B,K,2) positions and velocities, (B,A) action, (B,K) seen -> next (pos, vel).
+
+        First each slot's own motion: a change of velocity from its position, velocity, identity and the
+        action through the slot's learned gate (sparse: the gates of slots the action does not drive go
+        to 0). Then contact: every ordered pair of active slots within the pair's learned contact range
+        after that motion sends a message (edge MLP on relative position, distance, relative velocity and
+        both identities), and a node MLP turns the summed messages into a further change of velocity. Slots
+        never seen stay where they are and send no messages.
+        """
+        b, k = pos.shape[:2]
+        present = self.active[None] * seen                                       # (B,K)
+        ident = self.ident.expand(b, k, k)
+        gated = a[:, None, :] * torch.sigmoid(self.action_gate)[None, :, None]
+        own_in = torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)
+        vel = vel + self._less_at_rest(self.own, own_in, (slice(2, 4), slice(4 + k, None))) * VEL_SCALE
+        ahead = pos + vel
+        i, j = self.pairs
+        rel = ahead[:, j] - ahead[:, i]                                          # (B,E,2): receiver i, sender j
+        dist = rel.norm(dim=-1, keepdim=True)
+        near = torch.sigmoid((self._contact_range(i, j)[None, :, None] - dist) / CONTACT_SOFTNESS)
+        edge_in = torch.cat([rel, dist, (vel[:, j] - vel[:, i]) / VEL_SCALE, ident[:, i], ident[:, j]], -1)
+        msg = self.edge(edge_in) * near * (present[:, i] * present[:, j])[..., None]
+        total = torch.zeros(b, k, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(1, i, msg)
+        node_in = torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)
+        vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
+        vel = vel * present[..., None]
+        return pos + vel, vel
+
+    def _contact_range(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The contact range (image units) of the pairs (i, j): the learned ``reach``, or with ``touch_floor``
+        the distance at which the two objects touch plus the learned part (kept >= 0)."""
+        if not self.cfg.touch_floor:
+            return self.reach[i, j]
+        radius = self._radii()
+        return radius[i] + radius[j] + self.reach[i, j].clamp(min=0)
+
+    def _radii(self) -> torch.Tensor:
+        """(K,) radius of each slot's object (its usual area as a disc), image units."""
+        return (self.usual_size / math.pi).sqrt() * 2 / self.image_size
+
+    def _less_at_rest(self, net: nn.Module, x: torch.Tensor, causes: tuple) -> torch.Tensor:
+        """``net(x)``; with ``inertia``, minus ``net`` of the same input with the ``causes`` (slices of the last
+        axis) zeroed: the velocity and the action for ``own`` (a slot at rest and undriven), the summed
+        messages for ``node`` (a slot untouched). The change of velocity is then 0 without a cause."""
+        if not self.cfg.inertia:
+            return net(x)
+        rest = x.clone()
+        for part in causes:
+            rest[..., part] = 0
+        both = net(torch.cat([x, rest], 0))
+        return both[: x.shape[0]] - both[x.shape[0]:]
+
+    @property
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(receiver, sender) indices of the ordered pairs of distinct active slots."""
+        idx = torch.nonzero(self.active > 0).flatten()
+        i, j = torch.meshgrid(idx, idx, indexing="ij")
+        keep = i != j
+        return i[keep], j[keep]
+
