@@ -19,6 +19,13 @@ the caller executed (:meth:`Planner.advance`, 1 by default) and padded with its
 last action, is the starting proposal of the next call. All sampling goes
 through a ``torch.Generator`` seeded by ``settings.seed`` (:meth:`Planner.reset`
 re-seeds it), so the same seed, model and state give the same plan.
+
+Policy prior (``prior=``, a :class:`embodied.planners.prior.PolicyPrior`): each
+call first rolls the policy out in imagination. Its noise-free sequence is the
+starting proposal; ``round(prior_share * samples)`` of its rollouts (noise std
+``prior_std``) and the previous plan, shifted, join the candidates of every
+iteration (:meth:`Planner.start`), taking the place of sampled ones. With
+no prior nothing changes, bit for bit.
 """
 from __future__ import annotations
 
@@ -55,6 +62,8 @@ class PlannerSettings:
     goal_weight: float = 1.0     # "goal": weight of the latent goal distance
     reward_weight: float = 0.0   # "goal": weight of the reward sum added to it
     warm_start: bool = True      # start from the previous plan, shifted
+    prior_share: float = 0.25    # with a policy prior: the share of candidates it proposes
+    prior_std: float = 0.3       # with a policy prior: std of the noise on its proposals (one stays noise-free)
     select: str = "mean"         # CEM/MPPI: return the refitted "mean" or the "best" sequence scored
     action_low: float = -1.0
     action_high: float = 1.0
@@ -78,6 +87,10 @@ class PlannerSettings:
                 raise ValueError(f"planner setting {name}={getattr(self, name)} must be > 0")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"planner setting momentum={self.momentum} must be in [0, 1)")
+        if not 0 <= self.prior_share <= 1:
+            raise ValueError(f"planner setting prior_share={self.prior_share} must be in [0, 1]")
+        if not self.prior_std >= 0:
+            raise ValueError(f"planner setting prior_std={self.prior_std} must be >= 0")
 
     @property
     def cost_per_plan(self) -> int:
@@ -104,8 +117,9 @@ class Planner:
     name = "planner"
     defaults = PlannerSettings()
 
-    def __init__(self, settings: PlannerSettings | None = None, **overrides):
+    def __init__(self, settings: PlannerSettings | None = None, prior=None, **overrides):
         self.settings = make_settings(settings or self.defaults, **overrides)
+        self.prior = prior
         self.generator = torch.Generator()
         self.info: dict = {}
         self.reset()
@@ -123,18 +137,40 @@ class Planner:
             raise ValueError(f"executed={executed} must be >= 0")
         self._shift = int(executed)
 
+    def shifted_plan(self, action_dim: int) -> torch.Tensor | None:
+        """The previous plan (H, A) shifted by the executed actions and padded with its last, or None."""
+        s, prev = self.settings, self._prev
+        if not s.warm_start or prev is None or prev.shape[1] != action_dim:
+            return None
+        shifted = prev[self._shift:]
+        if len(shifted) == 0:
+            return None
+        pad = shifted[-1:].expand(s.horizon - len(shifted), -1) if len(shifted) < s.horizon else shifted[:0]
+        return torch.cat([shifted[:s.horizon], pad]).clone()
+
     def initial_mean(self, action_dim: int) -> torch.Tensor:
         """The starting proposal (H, A): the previous plan shifted, or the middle of the action box."""
         s = self.settings
-        mid = torch.full((s.horizon, action_dim), (s.action_low + s.action_high) / 2)
-        prev = self._prev
-        if not s.warm_start or prev is None or prev.shape[1] != action_dim:
-            return mid
-        shifted = prev[self._shift:]
-        if len(shifted) == 0:
-            return mid
-        pad = shifted[-1:].expand(s.horizon - len(shifted), -1) if len(shifted) < s.horizon else shifted[:0]
-        return torch.cat([shifted[:s.horizon], pad]).clone()
+        shifted = self.shifted_plan(action_dim)
+        return torch.full((s.horizon, action_dim), (s.action_low + s.action_high) / 2) if shifted is None else shifted
+
+    def start(self, model: WorldModel, state: State, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting proposal (H, A) and the extra candidates (K, H, A) scored in every iteration.
+
+        Without a prior: :meth:`initial_mean` and none. With one: its noise-free rollout, and as extras
+        ``round(prior_share * samples)`` of its rollouts (the noise-free one first) and the previous
+        plan shifted, at most ``samples - 1`` in all.
+        """
+        s = self.settings
+        if self.prior is None:
+            return self.initial_mean(action_dim), torch.empty(0, s.horizon, action_dim)
+        shifted = self.shifted_plan(action_dim)
+        room = s.samples - 1  # the current proposal is always scored too
+        warm = ([] if shifted is None else [shifted[None]])[:room]
+        n = min(round(s.prior_share * s.samples), room - len(warm))
+        rollouts = self.prior.propose(model, state, max(n, 1), s.horizon, s.prior_std, self.generator,
+                                      s.action_low, s.action_high)
+        return rollouts[0], torch.cat([rollouts[:n], *warm])
 
     # ---- the shared call -----------------------------------------------------------
     @torch.no_grad()
@@ -148,13 +184,15 @@ class Planner:
         action_dim = int(model.action_dim)
         if action_dim < 1:
             raise ValueError(f"model {type(model).__name__} has action_dim={action_dim}: set it to the action size")
-        mean = self.initial_mean(action_dim)
-        actions = self._optimize(model, state, goal, mean).clamp(s.action_low, s.action_high)
+        mean, extra = self.start(model, state, action_dim)
+        actions = self._optimize(model, state, goal, mean, extra).clamp(s.action_low, s.action_high)
         self._prev = actions.clone()
         self._shift = 1
         return actions
 
-    def _optimize(self, model: WorldModel, state: State, goal: State | None, mean: torch.Tensor) -> torch.Tensor:
+    def _optimize(self, model: WorldModel, state: State, goal: State | None, mean: torch.Tensor,
+                  extra: torch.Tensor) -> torch.Tensor:
+        """The plan (H, A) from the starting proposal ``mean`` (H, A), scoring the ``extra`` (K, H, A) too."""
         raise NotImplementedError
 
     # ---- helpers for subclasses ------------------------------------------------------

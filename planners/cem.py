@@ -8,7 +8,9 @@ standardised score (as TD-MPC2 does; a large temperature gives the plain
 elite average). The refit is blended with the old proposal by ``momentum``,
 the std floored at ``min_std`` and the mean kept inside the bounds. The
 starting mean is the previous plan shifted (warm start); the std restarts at
-``noise_std`` every call so the search never collapses for good.
+``noise_std`` every call so the search never collapses for good. With a policy
+prior the starting mean is its rollout and its proposals (``extra``) replace
+some of the samples (see :mod:`embodied.planners.base`).
 """
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ class CEM(Planner):
     name = "cem"
     defaults = PlannerSettings()
 
-    def _optimize(self, model, state, goal, mean):
+    def _optimize(self, model, state, goal, mean, extra):
         s = self.settings
         std = torch.full_like(mean, s.noise_std)
         best, best_score = self.clamp(mean), -torch.inf
         for _ in range(s.iterations):
-            candidates = torch.cat([mean[None], self.gaussian(mean, std, s.samples - 1)])
+            candidates = torch.cat([mean[None], extra, self.gaussian(mean, std, s.samples - 1 - len(extra))])
             scores = self.score(model, state, candidates, goal)
             top = torch.topk(scores, s.elites).indices
             elites, elite_scores = candidates[top], scores[top]

@@ -5,7 +5,9 @@ Each iteration perturbs the current mean with Gaussian noise of fixed std
 (clamped to the action bounds) in one batched rollout, and moves the mean to
 the average of the candidates weighted by ``softmax(z / temperature)``, where
 ``z`` is the score standardised over the batch: that makes ``temperature``
-independent of the reward scale of the task or model.
+independent of the reward scale of the task or model. With a policy prior the
+starting mean is its rollout and its proposals (``extra``) replace some of the
+perturbed sequences (see :mod:`embodied.planners.base`).
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ class MPPI(Planner):
     name = "mppi"
     defaults = PlannerSettings(noise_std=0.7)
 
-    def _optimize(self, model, state, goal, mean):
+    def _optimize(self, model, state, goal, mean, extra):
         s = self.settings
         best, best_score = self.clamp(mean), -torch.inf
         for _ in range(s.iterations):
-            candidates = torch.cat([mean[None], self.gaussian(mean, s.noise_std, s.samples - 1)])
+            candidates = torch.cat([mean[None], extra, self.gaussian(mean, s.noise_std, s.samples - 1 - len(extra))])
             scores = self.score(model, state, candidates, goal)
             i = int(torch.argmax(scores))
             if scores[i] > best_score:

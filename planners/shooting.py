@@ -2,7 +2,8 @@
 
 The baseline the other planners must beat. It spends the same budget as CEM
 (``iterations`` batches of ``samples`` sequences) and also scores the warm-start
-sequence (the previous best, shifted), so it never forgets a good plan.
+sequence (the previous best, shifted), so it never forgets a good plan; with a
+policy prior, its proposals are scored in the first batch too.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class RandomShooting(Planner):
     name = "random"
     defaults = PlannerSettings()
 
-    def _optimize(self, model, state, goal, mean):
+    def _optimize(self, model, state, goal, mean, extra):
         s = self.settings
         best, best_score = self.clamp(mean), -torch.inf
         horizon, action_dim = mean.shape
@@ -23,6 +24,7 @@ class RandomShooting(Planner):
             candidates = self.uniform(s.samples, horizon, action_dim)
             if it == 0:
                 candidates[0] = self.clamp(mean)
+                candidates[1:1 + len(extra)] = self.clamp(extra)
             scores = self.score(model, state, candidates, goal)
             i = int(torch.argmax(scores))
             if scores[i] > best_score:

@@ -114,7 +114,7 @@ def test_random_shooting_is_worse_than_cem():
 
 def test_one_batched_rollout_per_iteration():
     model = PointMass([1.0, 1.0])
-    for name in PLANNERS:
+    for name in (n for n in PLANNERS if n != "policy"):  # the policy planner searches nothing (test_planners_prior)
         model.calls.clear()
         make_planner(name, horizon=5, samples=40, iterations=3, elites=5).plan(model, origin(), None)
         assert [tuple(c.shape) for c in model.calls] == [(40, 5, 2)] * 3, name

@@ -2,10 +2,14 @@
 
     embodied plan --task push --model runs/push --planner cem --episodes 10
     embodied plan --config configs/plan.yaml task=push planner.horizon=24 planner.temperature=0.2
+    embodied plan --task push --model push --planner cem --prior runs/policy/push_push_sac planner.prior_share=0.5
 
 Writes ``plan.json`` (metrics, settings and the command that reproduces the
 run) and, for the first episodes, videos of the real episode beside what the
 model imagined; ``--record DATASET`` adds every real episode to a dataset.
+``--prior POLICY`` (a folder or zip from ``embodied policy train``) proposes a
+share of the candidates and the starting plan (:mod:`embodied.planners.prior`);
+``--planner policy`` acts from it alone.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from embodied.load import REFERENCE_MODELS, load_model, resolve_run_dir
 from embodied.planners import PLANNERS, make_planner
 from embodied.planners.base import OBJECTIVES
 from embodied.planners.mpc import run_mpc
+from embodied.planners.prior import check_prior_path, load_prior
 from embodied.planners.record import EpisodeRecorder
 
 # imagined steps of one planning iteration (samples x horizon) beyond which a plan cannot be held in memory
@@ -34,7 +39,7 @@ MAX_SEQUENCE_STEPS = 10_000_000
 class PlannerSection:
     """The planner and its settings; None keeps the task's default (see ``PlannerSettings``)."""
 
-    name: str = "cem"                  # cem | mppi | random
+    name: str = "cem"                  # cem | mppi | random | policy (the --prior alone)
     horizon: int | None = None
     samples: int | None = None
     iterations: int | None = None
@@ -49,6 +54,8 @@ class PlannerSection:
     reward_weight: float | None = None
     warm_start: bool | None = None
     select: str | None = None
+    prior_share: float | None = None   # with --prior: the share of candidates it proposes (0.25)
+    prior_std: float | None = None     # with --prior: noise std on its proposals (0.3)
 
 
 @dataclass
@@ -56,10 +63,11 @@ class PlanConfig:
     task: str = "reach"                # reach | push | occlusion | a Gymnasium MuJoCo id
     model: str = "mujoco"              # a run folder, a shipped checkpoint's name, or mujoco | oracle | copy_last | blind_oracle
     planner: PlannerSection = field(default_factory=PlannerSection)
+    prior: str | None = None           # a policy folder or zip from `embodied policy train` proposing candidates
     objective: str = "reward"          # reward | goal (approach the encoded goal image)
     episodes: int = 10
     seed: int = 0                      # episode i resets with seed + i; also seeds the planner
-    out: str | None = None             # default runs/plan/<task>_<model>_<planner>
+    out: str | None = None             # default runs/plan/<task>_<model>_<planner>[_prior]
     control_hz: float | None = None    # report the share of plans that missed 1/control_hz seconds
     replan_every: int = 1              # actions executed per plan
     max_steps: int | None = None       # cap on steps per episode (default: the task's)
@@ -79,14 +87,21 @@ class PlanConfig:
         p = self.planner
         if p.select not in (None, "mean", "best"):
             raise UserError(f"planner.select = {p.select!r} in {source} must be mean or best")
+        if p.name == "policy" and not self.prior:
+            raise UserError(f"planner.name = policy in {source} acts from a policy prior alone: pass --prior POLICY "
+                            "(a folder written by `embodied policy train`)")
+        if self.prior:
+            check_prior_path(self.prior)
         check_range(source, {"episodes": self.episodes, "replan_every": self.replan_every, "max_steps": self.max_steps,
                              "planner.horizon": p.horizon, "planner.samples": p.samples,
                              "planner.iterations": p.iterations, "planner.elites": p.elites}, low=1)
         check_range(source, {"seed": self.seed, "videos": self.videos, "torch_threads": self.torch_threads,
-                             "planner.min_std": p.min_std, "planner.noise_beta": p.noise_beta}, low=0)
+                             "planner.min_std": p.min_std, "planner.noise_beta": p.noise_beta,
+                             "planner.prior_std": p.prior_std}, low=0)
         check_range(source, {"control_hz": self.control_hz, "planner.temperature": p.temperature,
                              "planner.noise_std": p.noise_std}, low=0, above=True)
         check_range(source, {"planner.discount": p.discount}, low=0, high=1, above=True)
+        check_range(source, {"planner.prior_share": p.prior_share}, low=0, high=1)
         check_range(source, {"planner.momentum": p.momentum}, low=0, high=1, below=True)
 
 
@@ -96,9 +111,12 @@ FLAGS = [
     ("model", "--model", {"help": 'a trained run directory, a shipped checkpoint\'s name (`embodied checkpoints`), '
                                   'or "mujoco" for the simulator itself (the yardstick)'}),
     ("planner.name", "--planner", {"choices": sorted(PLANNERS)}),
+    ("prior", "--prior", {"metavar": "POLICY", "help": "a policy folder or zip from `embodied policy train`: its "
+                          "imagined rollouts are the starting plan and a share of the candidates "
+                          "(planner.prior_share, default 0.25); --planner policy acts from it alone"}),
     ("episodes", "--episodes", {"type": int}),
     ("seed", "--seed", {"type": int, "help": "seeds the episodes (seed + i) and the planner"}),
-    ("out", "--out", {"help": "output folder (default runs/plan/<task>_<model>_<planner>)"}),
+    ("out", "--out", {"help": "output folder (default runs/plan/<task>_<model>_<planner>[_prior])"}),
     ("control_hz", "--control-hz", {"type": float, "help": "control rate F: report the plans that missed 1/F s"}),
     ("planner.horizon", "--horizon", {"type": int, "help": "planning horizon (default 12; 20 on push)"}),
     ("planner.samples", "--samples", {"type": int, "help": "sequences per iteration (default 128; 96 on push)"}),
@@ -160,7 +178,8 @@ def plan(cfg: PlanConfig) -> int:
     """Run the config's MPC episodes, write ``plan.json`` and print one summary line."""
     task, p = canonical_task(cfg.task), cfg.planner
     model_name = cfg.model if cfg.model in REFERENCE_MODELS else Path(cfg.model).name
-    out = check_writable(cfg.out or Path("runs") / "plan" / f"{task}_{model_name}_{p.name}", "--out")
+    suffix = "_prior" if cfg.prior and p.name != "policy" else ""  # never overwrite the run without a prior
+    out = check_writable(cfg.out or Path("runs") / "plan" / f"{task}_{model_name}_{p.name}{suffix}", "--out")
     if cfg.record:
         check_writable(cfg.record, "--record")
     settings = {k: v for k, v in asdict(p).items() if k != "name"}
@@ -172,6 +191,8 @@ def plan(cfg: PlanConfig) -> int:
         raise UserError(f"planner.horizon x planner.samples = {s.horizon} x {s.samples} imagined steps per iteration "
                         f"is more than {MAX_SEQUENCE_STEPS:,}, too many to hold in memory; lower --horizon or --samples")
     model = load_model(cfg.model, task, factors=cfg.fov)
+    if cfg.prior:
+        planner.prior = load_prior(cfg.prior, model)
     env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size,
                     **({"factors": cfg.fov} if cfg.fov else {}))
     if model.abilities.simulator_state:  # score the start once: a task the oracle cannot score fails before planning
@@ -190,11 +211,12 @@ def plan(cfg: PlanConfig) -> int:
         env.close()
     model_ref = cfg.model if cfg.model in REFERENCE_MODELS else str(Path(resolve_run_dir(cfg.model)).resolve())
     result = {"task": task, "model": model_ref, "oracle": model.abilities.simulator_state,
-              "objective": cfg.objective, "seed": cfg.seed, "factors": cfg.fov, **result,
+              "objective": cfg.objective, "seed": cfg.seed, "factors": cfg.fov,
+              "prior": str(Path(cfg.prior).resolve()) if cfg.prior else None, **result,
               "command": command_line(cfg), "torch_threads": torch.get_num_threads()}
     atomic_write_json(out / "plan.json", result)
     miss = "" if cfg.control_hz is None else f", {result['deadline_miss_rate']:.0%} missed {cfg.control_hz:g} Hz"
-    print(f"{task} {p.name} on {model_name}: success {result['success_rate']:.0%}, "
+    print(f"{task} {p.name}{' with a prior' if suffix else ''} on {model_name}: success {result['success_rate']:.0%}, "
           f"return {result['return_mean']:.2f}, {result['ms_per_action_median']:.1f} ms/action median "
           f"(p95 {result['ms_per_action_p95']:.1f}){miss} -> {out / 'plan.json'}")
     return 0

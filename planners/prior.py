@@ -1,0 +1,78 @@
+"""A policy prior for the planners (amortised planning, as in TD-MPC2): an actor proposes action sequences.
+
+:class:`PolicyPrior` rolls a policy through the world model in imagination from the planner's
+``(model, state)``, all N sequences in one batch: at each horizon step one policy call on the
+N observations (the model's latent or read-out vector, as the policy saw it in training) and one
+``model.step``. Sequence 0 takes the policy's deterministic actions; the others add Gaussian
+noise of std ``noise_std`` to each action, and the policy reacts to the states that noise leads to.
+No simulator is involved.
+
+:func:`load_prior` loads a folder or zip written by ``embodied policy train`` with the loader of
+``embodied policy rank`` (SB3's own ``load``; algorithm and observations from the run's policy.json).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from embodied.envs.imagined.core import vector_observation
+from embodied.errors import UserError
+from embodied.models.base import State, WorldModel, repeat_state
+
+
+class PolicyPrior:
+    """``agent`` (anything with SB3's ``predict(obs, deterministic=True)``) acting on ``obs`` vectors."""
+
+    def __init__(self, agent, obs: str = "latent", label: str = "policy"):
+        self.agent, self.obs, self.label = agent, obs, label
+
+    def act(self, model: WorldModel, state: State) -> torch.Tensor:
+        """The policy's deterministic actions (B, A) in a batch of model states."""
+        obs = vector_observation(model, state, self.obs).cpu().numpy()
+        action = self.agent.predict(obs, deterministic=True)[0]
+        return torch.as_tensor(action, dtype=torch.float32).reshape(obs.shape[0], -1)
+
+    @torch.no_grad()
+    def propose(self, model: WorldModel, state: State, n: int, horizon: int, noise_std: float = 0.0,
+                generator: torch.Generator | None = None, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+        """``n`` imagined rollouts (n, H, A) from a batch-1 ``state``; row 0 noise-free, every action clamped."""
+        states = repeat_state(state, n)
+        actions = []
+        for t in range(horizon):
+            action = self.act(model, states)
+            if n > 1 and noise_std > 0:
+                action[1:] += noise_std * torch.randn(action[1:].shape, generator=generator)
+            actions.append(action.clamp(low, high))
+            if t < horizon - 1:  # the last action needs no next state
+                states = model.step(states, actions[-1])
+        return torch.stack(actions, dim=1)
+
+    def __repr__(self) -> str:
+        return f"PolicyPrior({self.label!r}, obs={self.obs!r})"
+
+
+def check_prior_path(path) -> Path:
+    """The zip of a policy folder or the zip itself; a one-line UserError for anything else."""
+    p = Path(path)
+    if p.is_dir() and (p / "policy.zip").is_file():
+        return p / "policy.zip"
+    if p.is_file() and p.suffix == ".zip":
+        return p
+    what = ("this folder holds no policy.zip" if p.is_dir() else "not a .zip file" if p.is_file()
+            else "no such folder or .zip file")
+    raise UserError(f"--prior {str(path)!r}: {what}; pass a folder written by `embodied policy train` "
+                    "(not --baseline random) or one of its snapshots/policy_<steps>_steps.zip")
+
+
+def load_prior(path, model: WorldModel) -> PolicyPrior:
+    """The prior of a policy folder or SB3 zip, its observations checked against ``model``."""
+    from embodied.policies.rank import load_sb3, parse_policy, sb3_observations  # SB3 loads only for a prior
+
+    zip_path = check_prior_path(path)
+    if model.abilities.simulator_state:
+        raise UserError(f"--prior {str(path)!r}: a policy observes a learned model's latent or read-out, which the "
+                        "MuJoCo oracle does not have; plan with the model it was trained in (--model RUN_DIR)")
+    spec = parse_policy(str(zip_path.resolve()))
+    agent = load_sb3(spec)
+    return PolicyPrior(agent, sb3_observations(spec, agent, model), label=spec.label)
