@@ -9,7 +9,10 @@ dict. Each control step it
    actions (:class:`embodied.envs.context.ObsHistory`, padded at the start of
    an episode). The loop records the simulator state into the history only for
    a model that declares ``abilities.simulator_state`` (the MuJoCo oracle, the
-   yardstick); a learned model never receives it;
+   yardstick); a learned model never receives it. A model that declares
+   ``abilities.update`` (a filter) encodes once per episode and then takes one
+   ``model.update`` per executed action and its new observation, as a robot's
+   state estimator does, instead of re-encoding the whole window;
 2. plans with the planner (warm-started from its previous plan);
 3. executes the first ``replan_every`` actions in the real env.
 
@@ -68,6 +71,13 @@ def _imagined_frames(model: WorldModel, state: State, plan: torch.Tensor,
     return nexts, last
 
 
+def _update_inputs(action: np.ndarray, obs) -> tuple:
+    """``model.update`` arguments (batch 1) of an executed action and the observation it led to."""
+    pixels, proprio = split_obs(obs)
+    return (torch.as_tensor(np.asarray(action, np.float32))[None], torch.from_numpy(np.ascontiguousarray(pixels))[None],
+            None if proprio is None else torch.as_tensor(np.asarray(proprio, np.float32))[None])
+
+
 def _episode_limit(env, max_steps: int | None) -> int | None:
     """The tightest of ``max_steps``, the env spec's and the task's episode length."""
     limits = [max_steps, env.spec.max_episode_steps if env.spec else None,
@@ -110,6 +120,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
     period = 1.0 / control_hz if control_hz else None
     limit = _episode_limit(env, max_steps)
     history = ObsHistory(model.max_context, model.action_dim)
+    streaming = model.abilities.update
     video_dir = Path(video_dir) if video_dir else None
 
     def sim_state():  # recorded for the oracle only: a learned model sees observations alone
@@ -133,10 +144,15 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
             frames = []
             ret, steps, success_any, success = 0.0, 0, False, bool(info.get("is_success", False))
             queue: list[np.ndarray] = []
+            state, unseen = None, []
             while True:
                 if not queue:
                     t0 = time.perf_counter()
-                    state = model.encode(**history.encode_inputs())
+                    if state is None or not streaming:
+                        state = model.encode(**history.encode_inputs())
+                    for done_action, done_obs in unseen:
+                        state = model.update(state, *_update_inputs(done_action, done_obs))
+                    unseen.clear()
                     plan = planner.plan(model, state, goal)
                     dt = time.perf_counter() - t0
                     k = replan_every
@@ -150,6 +166,8 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
                 action = queue.pop(0)
                 obs, reward, terminated, truncated, info = env.step(action)
                 history.push(action, obs, sim_state=sim_state())
+                if streaming:
+                    unseen.append((action, obs))
                 if recorder is not None:
                     recorder.add(action, obs, float(reward), bool(terminated), info)
                 ret += float(reward)

@@ -494,3 +494,31 @@ def test_oracle_matches_a_wrapped_env_whose_actuators_are_not_unit_range():
         env.step(a)
         state = oracle.step(state, torch.as_tensor(a)[None])
     np.testing.assert_array_equal(state["sim"].numpy()[0], env.get_state())
+
+
+def test_slots_update_is_one_filter_step_of_encode(spec, dataset):
+    """update(): encoding the first frame, then one update per action and new frame, gives the state encode()
+    reaches over the whole window (positions, velocities and which slots are known, the pusher placed from
+    proprio while its frames hide it): a control loop need not re-encode its history every action."""
+    model = _model("slots", spec, proprio_locate=True, inertia=True)
+    _train(model, dataset, steps=20, batch=8, t=6, lr=3e-3)
+    model.eval()
+    assert model.abilities.update
+    batch = _batch(dataset, b=3, t=8, seed=5)
+    frames, actions, proprio = batch["frames"].clone(), batch["actions"][:, :7], batch["proprio"]
+    background = (model.background.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    k = int(torch.argmax(model.active))
+    mine = model.lut[((frames.to(torch.int32) >> 5) * torch.tensor([64, 8, 1])).sum(-1)] == k
+    frames[:, 2:5] = torch.where(mine[:, 2:5, ..., None], background.expand_as(frames[:, 2:5]), frames[:, 2:5])
+    with torch.no_grad():
+        whole = model.encode(frames, actions, proprio)
+        state = model.encode(frames[:, :1], actions[:, :0], proprio[:, :1])
+        for t in range(1, 8):
+            state = model.update(state, actions[:, t - 1], frames[:, t], proprio[:, t])
+            if t == 3:
+                mid = model.encode(frames[:, :4], actions[:, :3], proprio[:, :4])
+                assert all(torch.allclose(state[key], mid[key], atol=1e-6) for key in state)
+    for key in whole:
+        assert torch.allclose(state[key], whole[key], atol=1e-6), (key, (state[key] - whole[key]).abs().max())
+    moved = model.update(state, torch.ones(3, 2), frames[:, -1], proprio[:, -1])
+    assert not torch.allclose(moved["vel"], state["vel"])   # the filter step really uses the new frame

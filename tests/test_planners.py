@@ -483,3 +483,43 @@ def test_plan_record_adds_real_episodes_to_a_dataset(tmp_path):
     assert len(ep) == 5 and ep.frames.shape == (6, 64, 64, 3) and set(ep.objects) == {"fingertip", "target"}
     assert main(args) == 2  # the same seeds again: refused, nothing overwritten
     assert len(Dataset(data, "reach").episodes) == 2
+
+
+def test_a_filtering_model_is_encoded_once_per_episode_and_plans_as_if_re_encoded():
+    """A model with ``abilities.update`` (the shipped slots reach model) is encoded once per episode and then
+    updated with each executed action and new frame; the loop acts exactly as when it re-encodes its padded
+    history window every action (the update is a step of the same filter)."""
+    from dataclasses import replace
+
+    from embodied.load import load_model
+
+    model = load_model("reach", "reach")
+    assert model.abilities.update
+    calls = {"encode": 0, "update": 0}
+
+    class Spy(type(model)):
+        def encode(self, *args, **kwargs):
+            calls["encode"] += 1
+            return super().encode(*args, **kwargs)
+
+        def update(self, *args, **kwargs):
+            calls["update"] += 1
+            return super().update(*args, **kwargs)
+
+    class Reencoding(Spy):
+        abilities = replace(model.abilities, update=False)
+
+    results = {}
+    for cls in (Spy, Reencoding):
+        model.__class__ = cls
+        calls.update(encode=0, update=0)
+        env = ActionLog(make_task("reach", obs_type="pixels_proprio"))
+        planner = make_planner("cem", task="reach", horizon=4, samples=16, iterations=2, elites=4)
+        result = run_mpc(env, model, planner, episodes=2, seed=3, max_steps=6)
+        results[cls.__name__] = (np.stack(env.actions), result["return_mean"], dict(calls))
+        env.close()
+    actions, ret, streamed = results["Spy"]
+    actions_re, ret_re, reencoded = results["Reencoding"]
+    assert streamed == {"encode": 2, "update": 10} and reencoded == {"encode": 12, "update": 0}
+    np.testing.assert_allclose(actions, actions_re, atol=1e-5)
+    assert abs(ret - ret_re) < 1e-4

@@ -74,6 +74,8 @@ class Abilities:
     objects: bool = False          # objects(state) -> (B,K,2): predicted planar object positions
     readout: bool = False          # readout(state) -> (B,D): normalised proprio and object read-outs
     simulator_state: bool = False  # encode() needs the true simulator state (only the MuJoCo oracle)
+    update: bool = False           # update(state, action, frames, proprio): one filter step on a new real frame,
+                                   # so a control loop need not re-encode its whole context window every action
 
 
 class WorldModel(torch.nn.Module, ABC):
@@ -136,6 +138,12 @@ class WorldModel(torch.nn.Module, ABC):
     def readout(self, state: State) -> torch.Tensor:
         """Normalised low-dimensional read-outs (B, D); needs ``abilities.readout``."""
         raise self._missing("readout")
+
+    def update(self, state: State, action: torch.Tensor, frames: torch.Tensor,
+               proprio: torch.Tensor | None = None) -> State:
+        """The state after ``action`` (B, A) led to the real ``frames`` (B, H, W, 3) uint8 and ``proprio`` (B, P):
+        one step of the filter ``encode`` runs over its window; needs ``abilities.update``."""
+        raise self._missing("update")
 
     @torch.no_grad()
     def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:

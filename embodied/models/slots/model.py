@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from embodied.errors import UserError
-from embodied.models.base import State, repeat_state
+from embodied.models.base import Abilities, State, repeat_state
 from embodied.models.codec import (coord_grid, float_to_frames, foreground_mask, foreground_weighted_mse,
                                    frames_to_float, mlp)
 from embodied.models.learned import LearnedWorldModel
@@ -128,6 +129,24 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
                                              *self._proprio(proprio, (b, t)), self._raw_proprio(proprio, (b, t)))
         pos, vel, known = self._filter(pos_obs, weight, a)
         return {"pos": pos[:, -1], "vel": vel[:, -1], "seen": known[:, -1].float()}
+
+    @property
+    def abilities(self) -> Abilities:
+        return replace(super().abilities, update=True)
+
+    @torch.no_grad()
+    def update(self, state: State, action: torch.Tensor, frames: torch.Tensor,
+               proprio: torch.Tensor | None = None) -> State:
+        self._check_ready()
+        b = frames.shape[0]
+        a = action.float().to(self.palette.device).clamp(-1, 1).reshape(b, self.action_dim)
+        proprio = None if proprio is None else proprio[:, None]
+        pos_obs, weight = self.observe(frames)
+        pos_obs, weight = self._with_located(pos_obs.view(b, 1, -1, 2), weight.view(b, 1, -1),
+                                             *self._proprio(proprio, (b, 1)), self._raw_proprio(proprio, (b, 1)))
+        pos, vel, known = self._filter_step(state["pos"], state["vel"], state["seen"] > 0, a, pos_obs[:, 0],
+                                            weight[:, 0])
+        return {"pos": pos, "vel": vel, "seen": known.float()}
 
     @property
     def max_context(self) -> int:

@@ -105,19 +105,25 @@ class ColourPerception:
         vel = torch.zeros_like(pos)
         out_p, out_v, out_k = [pos], [vel], [known]
         for t in range(1, pos_obs.shape[1]):
-            p_pred, v_pred = self._dynamics(pos, vel, a[:, t - 1], known.float())
-            g = weight[:, t, :, None]
-            new_pos = g * pos_obs[:, t] + (1 - g) * p_pred
-            new_vel = g * (pos_obs[:, t] - pos) + (1 - g) * v_pred
-            first = ((weight[:, t] > 0) & ~known)[..., None]
-            was = known[..., None]
-            pos = torch.where(first, pos_obs[:, t], torch.where(was, new_pos, torch.zeros_like(pos)))
-            vel = torch.where(was & ~first, new_vel, torch.zeros_like(vel))
-            known = known | (weight[:, t] > 0)
+            pos, vel, known = self._filter_step(pos, vel, known, a[:, t - 1], pos_obs[:, t], weight[:, t])
             out_p.append(pos)
             out_v.append(vel)
             out_k.append(known)
         return torch.stack(out_p, 1), torch.stack(out_v, 1), torch.stack(out_k, 1)
+
+    def _filter_step(self, pos: torch.Tensor, vel: torch.Tensor, known: torch.Tensor, a: torch.Tensor,
+                     pos_obs: torch.Tensor, weight: torch.Tensor):
+        """One filter step: the belief (pos, vel (B,K,2), known (B,K) bool) after action ``a`` (B,A) led to the
+        observation ``pos_obs`` (B,K,2) seen with ``weight`` (B,K)."""
+        p_pred, v_pred = self._dynamics(pos, vel, a, known.float())
+        g = weight[..., None]
+        new_pos = g * pos_obs + (1 - g) * p_pred
+        new_vel = g * (pos_obs - pos) + (1 - g) * v_pred
+        first = ((weight > 0) & ~known)[..., None]
+        was = known[..., None]
+        pos_next = torch.where(first, pos_obs, torch.where(was, new_pos, torch.zeros_like(pos)))
+        vel_next = torch.where(was & ~first, new_vel, torch.zeros_like(vel))
+        return pos_next, vel_next, known | (weight > 0)
 
     def _raw_proprio(self, proprio: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
         if proprio is None or self.proprio_dim == 0:
