@@ -4,10 +4,15 @@
 writes ``bench.json`` and ``bench.md``. Every measurement runs in its own
 spawned process so its peak resident memory is its own; each reports the
 median of repeated timed runs after a warm-up. Learned models are built from
-their default configs: speed does not depend on the trained weights.
+their default configs (``configs/TASK_ARCH.yaml``) and fitted to a tiny dataset
+collected in the measurement's process: speed does not depend on the trained
+weights. The contended measurements run once on the machine as it is and once
+beside one competing busy process the benchmark starts and stops itself, and
+report the ratio of the two times (``contended_over_idle``, > 1 is slower).
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -15,11 +20,14 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
-ARCHS = ("recurrent", "transformer")
+ARCHS = ("slots", "recurrent", "transformer")
+CONTENDED = ("slots", "recurrent")  # the archs measured also beside a busy process (and in --quick)
 TASKS = ("reach", "push", "occlusion")
+PLAN_THREADS = 1  # the torch threads `embodied plan` plans with
 
 
 def _median_rate(fn, units: int, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -44,6 +52,43 @@ def _setup_process(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+# ---- a competing busy process -----------------------------------------------------------------
+def _spin(started, stop) -> None:
+    """A pure-Python busy loop until ``stop`` is set or its parent is gone."""
+    parent = os.getppid()
+    started.set()
+    while not stop.is_set() and os.getppid() == parent:
+        for _ in range(10_000):
+            pass
+
+
+@contextmanager
+def busy_process():
+    """One competing CPU-bound process (spawned) for the duration of the block; always stopped on exit."""
+    ctx = get_context("spawn")
+    started, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_spin, args=(started, stop), daemon=True)
+    proc.start()
+    try:
+        if not started.wait(60):
+            raise RuntimeError("the competing busy process did not start")
+        yield proc
+    finally:
+        stop.set()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def contended(measure) -> dict:
+    """``measure()`` (seconds) on the machine as it is and beside one busy process, and their ratio."""
+    idle = measure()
+    with busy_process():
+        busy = measure()
+    return {"idle_s": idle, "contended_s": busy, "contended_over_idle": busy / idle}
 
 
 # ---- MuJoCo ground truth ----------------------------------------------------------------------
@@ -83,89 +128,9 @@ def bench_mujoco(task: str, steps: int, workers: int) -> dict:
 
 
 # ---- learned models ---------------------------------------------------------------------------
-def _spec(task: str) -> dict:
-    from embodied.collect import dataset_spec
-
-    return dataset_spec(task, 64)
-
-
-def _context_batch(model, spec: dict, batch: int):
-    import torch
-
-    t = model.context
-    g = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 255, (batch, t, 64, 64, 3), dtype=torch.uint8, generator=g)
-    actions = torch.rand(batch, t - 1, spec["action_dim"], generator=g) * 2 - 1
-    proprio = torch.randn(batch, t, spec["proprio_dim"], generator=g)
-    return frames, actions, proprio
-
-
-def bench_imagination(arch: str, task: str, batches: list[int], horizon: int, threads: int) -> dict:
-    """Latent steps/s (with reward) at several batch sizes and decoded frames/s."""
-    _setup_process(threads)
-    import torch
-
-    from embodied.models import build_model
-
-    spec = _spec(task)
-    model = build_model({"arch": arch}, spec).eval()
-    out = {"params": sum(p.numel() for p in model.parameters())}
-    with torch.no_grad():
-        frames, actions, proprio = _context_batch(model, spec, 1)
-        state = model.encode(frames, actions, proprio)
-        for b in batches:
-            acts = torch.rand(b, horizon, spec["action_dim"]) * 2 - 1
-            rate, _ = _median_rate(lambda: model.rollout(state, acts), b * horizon, repeats=5)
-            out[f"latent_steps_per_s_b{b}"] = rate
-        final, _ = model.rollout(state, torch.zeros(64, 1, spec["action_dim"]))
-        out["decoded_frames_per_s_b64"], _ = _median_rate(lambda: model.decode(final), 64, repeats=5)
-    out["peak_rss_mb"] = _peak_rss_mb()
-    return out
-
-
-def bench_planning(model_name: str, planner: str, task: str, actions: int, threads: int) -> dict:
-    """Milliseconds per planned action at default planner settings, warm-started as in MPC."""
-    _setup_process(threads)
+def _fitted_model(arch: str, task: str):
+    """(model, config, window sampler): the arch's default-config model fitted to 3 episodes collected here."""
     import numpy as np
-    import torch
-
-    from embodied.models.oracle import MujocoOracle
-    from embodied.envs import make_task
-    from embodied.planners import make_planner
-
-    env = make_task(task, obs_type="pixels_proprio")
-    obs, _ = env.reset(seed=0)
-    if model_name == "mujoco":
-        model = MujocoOracle(task)
-        state_fn = lambda: model.encode(None, None, sim_state=torch.from_numpy(env.get_state())[None])  # noqa: E731
-    else:
-        from embodied.models import build_model
-
-        spec = _spec(task)
-        model = build_model({"arch": model_name}, spec).eval()
-        frames, acts, proprio = _context_batch(model, spec, 1)
-        state_fn = lambda: model.encode(frames, acts, proprio)  # noqa: E731
-    plan = make_planner(planner, task=task)
-    times = []
-    with torch.no_grad():
-        for i in range(actions + 1):
-            start = time.perf_counter()
-            sequence = plan.plan(model, state_fn())
-            elapsed = time.perf_counter() - start
-            plan.advance(1)
-            env.step(np.asarray(sequence[0]))
-            if i >= 1:  # the first plan is a warm-up
-                times.append(elapsed * 1000)
-    times.sort()
-    return {"ms_per_action_median": statistics.median(times), "ms_per_action_p95": times[int(0.95 * (len(times) - 1))],
-            "settings": plan.settings.to_dict(), "peak_rss_mb": _peak_rss_mb()}
-
-
-def bench_training(arch: str, task: str, iters: int, threads: int) -> dict:
-    """Training frames/s (forward, backward, Adam step) at the model's default batch and window."""
-    _setup_process(threads)
-    import numpy as np
-    import torch
 
     from embodied.collect import collect
     from embodied.config import load_config
@@ -176,23 +141,119 @@ def bench_training(arch: str, task: str, iters: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         collect(task, 3, Path(tmp), workers=1, progress=False)
         data = Dataset(Path(tmp), task=task)
-        model = build_model(dict(cfg.model), data.manifest)
-        sampler = WindowSampler(data.episodes, cfg.train.seq_len)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        rng = np.random.default_rng(0)
-        batch = sampler.sample(cfg.train.batch, rng)
-        step = [0]
+    model = build_model(dict(cfg.model), data.manifest)
+    sampler = WindowSampler(data.episodes, cfg.train.seq_len)
+    model.fit_data(sampler.sample(16, np.random.default_rng(0)))
+    return model, cfg, sampler
 
-        def train_step():
-            loss, _ = model.loss(batch, step[0])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step[0] += 1
 
-        frames = cfg.train.batch * cfg.train.seq_len
-        rate, _ = _median_rate(lambda: [train_step() for _ in range(iters)], frames * iters, repeats=3)
-    return {"frames_per_s": rate, "batch": cfg.train.batch, "seq_len": cfg.train.seq_len, "peak_rss_mb": _peak_rss_mb()}
+def bench_imagination(arch: str, task: str, batches: list[int], horizon: int, threads: int) -> dict:
+    """Latent steps/s (with reward) at several batch sizes and decoded frames/s, from a real context."""
+    _setup_process(threads)
+    import numpy as np
+    import torch
+
+    model, _, sampler = _fitted_model(arch, task)
+    model.eval()
+    action_dim, c = model.action_dim, model.context
+    window = sampler.sample(1, np.random.default_rng(1))
+    out = {"params": sum(p.numel() for p in model.parameters()), "threads": threads}
+    with torch.no_grad():
+        state = model.encode(window["frames"][:, :c], window["actions"][:, :c - 1], window["proprio"][:, :c])
+        for b in batches:
+            acts = torch.rand(b, horizon, action_dim) * 2 - 1
+            rate, _ = _median_rate(lambda: model.rollout(state, acts), b * horizon, repeats=5)
+            out[f"latent_steps_per_s_b{b}"] = rate
+        final, _ = model.rollout(state, torch.zeros(64, 1, action_dim))
+        out["decoded_frames_per_s_b64"], _ = _median_rate(lambda: model.decode(final), 64, repeats=5)
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return out
+
+
+def bench_planning(model_name: str, planner: str, task: str, actions: int, is_contended: bool = False) -> dict:
+    """Milliseconds per planned action in an MPC loop (state estimate + warm-started plan) at default settings.
+
+    As in :func:`embodied.planners.mpc.run_mpc`, a model with ``abilities.update``
+    is encoded once and then updated with each new observation; the others
+    re-encode their context window every action.
+    """
+    _setup_process(PLAN_THREADS)
+    import numpy as np
+    import torch
+
+    from embodied.envs import make_task
+    from embodied.envs.context import ObsHistory
+    from embodied.models.oracle import MujocoOracle
+    from embodied.planners import make_planner
+    from embodied.planners.mpc import _update_inputs
+
+    env = make_task(task, obs_type="pixels_proprio")
+    model = MujocoOracle(task) if model_name == "mujoco" else _fitted_model(model_name, task)[0].eval()
+    plan = make_planner(planner, task=task)
+    history = ObsHistory(model.max_context, model.action_dim)
+    oracle, streaming = model.abilities.simulator_state, model.abilities.update
+
+    def episode() -> list[float]:
+        """ms of each of ``actions`` control steps, after a warm-up step."""
+        obs, _ = env.reset(seed=0)
+        plan.reset(seed=0)
+        history.reset(obs, sim_state=env.unwrapped.get_state() if oracle else None)
+        state, action, times = None, None, []
+        for i in range(actions + 1):
+            start = time.perf_counter()
+            if state is None or not streaming:
+                state = model.encode(**history.encode_inputs())
+            else:
+                state = model.update(state, *_update_inputs(action, obs))
+            action = np.asarray(plan.plan(model, state)[0])
+            elapsed = time.perf_counter() - start
+            plan.advance(1)
+            obs, *_ = env.step(action)
+            history.push(action, obs, sim_state=env.unwrapped.get_state() if oracle else None)
+            if i >= 1:
+                times.append(elapsed * 1000)
+        return sorted(times)
+
+    runs: list[list[float]] = []
+
+    def seconds() -> float:
+        runs.append(episode())
+        return statistics.median(runs[-1]) / 1000
+
+    with torch.no_grad():
+        out = contended(seconds) if is_contended else {"idle_s": seconds()}
+    times = runs[0]
+    return {"ms_per_action_median": statistics.median(times),
+            "ms_per_action_p95": times[math.ceil(0.95 * len(times)) - 1],
+            "threads": PLAN_THREADS, "settings": plan.settings.to_dict(), **out, "peak_rss_mb": _peak_rss_mb()}
+
+
+def bench_training(arch: str, task: str, iters: int, repeats: int, threads: int, is_contended: bool = False) -> dict:
+    """Training frames/s (forward, backward, Adam step) at the model's default batch and window."""
+    _setup_process(threads)
+    import numpy as np
+    import torch
+
+    model, cfg, sampler = _fitted_model(arch, task)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = sampler.sample(cfg.train.batch, np.random.default_rng(0))
+    step = [0]
+
+    def train_step():
+        loss, _ = model.loss(batch, step[0])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step[0] += 1
+
+    def seconds() -> float:
+        return _median_rate(lambda: [train_step() for _ in range(iters)], 1, repeats, warmup=0)[1]
+
+    train_step()  # warm-up
+    out = contended(seconds) if is_contended else {"idle_s": seconds()}
+    frames = cfg.train.batch * cfg.train.seq_len * iters
+    return {"frames_per_s": frames / out["idle_s"], "batch": cfg.train.batch, "seq_len": cfg.train.seq_len,
+            "threads": threads, **out, "peak_rss_mb": _peak_rss_mb()}
 
 
 # ---- driver -----------------------------------------------------------------------------------
@@ -202,22 +263,33 @@ def _isolated(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int = 2, threads: int = 2,
+def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int = 2, threads: int | None = None,
               progress: bool = True) -> dict:
-    """Run every measurement and write bench.json and bench.md to ``out``."""
+    """Run every measurement and write bench.json and bench.md to ``out``.
+
+    ``threads`` (default: :func:`embodied.threads.default_threads`) are the torch threads of the imagination
+    and training measurements; planning uses ``PLAN_THREADS`` as ``embodied plan`` does.
+    """
     from tqdm import tqdm
 
+    from embodied.threads import default_threads
+
+    threads = threads or default_threads()
+    all_cores = os.cpu_count() or 1
     steps = 100 if quick else 1000
     batches = [1, 64] if quick else [1, 64, 256, 1024]
-    n_actions = 1 if quick else 20
+    n_actions = 2 if quick else 20
+    iters, repeats = (1, 1) if quick else (5, 3)
     tasks = (task,) if quick else TASKS
-    archs = ARCHS[:1] if quick else ARCHS
+    archs = CONTENDED if quick else ARCHS
     jobs = [(f"mujoco.{t}", bench_mujoco, (t, steps, workers)) for t in tasks]
     jobs += [(f"imagination.{a}", bench_imagination, (a, task, batches, 10, threads)) for a in archs]
     for planner in ("cem",) if quick else ("cem", "mppi"):
-        jobs += [(f"planning.{planner}.{m}", bench_planning, (m, planner, task, n_actions, threads))
+        jobs += [(f"planning.{planner}.{m}", bench_planning, (m, planner, task, n_actions,
+                                                               planner == "cem" and m in CONTENDED))
                  for m in (*archs, "mujoco")]
-    jobs += [(f"training.{a}", bench_training, (a, task, 1 if quick else 5, threads)) for a in archs]
+    jobs += [(f"training.{a}", bench_training, (a, task, iters, repeats, threads, a in CONTENDED)) for a in archs]
+    jobs += [(f"training.{a}.all_cores", bench_training, (a, task, iters, repeats, all_cores, True)) for a in CONTENDED]
     results: dict = {}
     for name, fn, args in tqdm(jobs, desc="bench", disable=not progress):
         start = time.perf_counter()
@@ -230,8 +302,10 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
         f"imagine_over_mujoco_b{b}": max(ratios.values()),
         f"imagine_over_mujoco_b{b}_per_arch": ratios,
         "cem_ms_per_action_median": results["planning.cem.recurrent"]["ms_per_action_median"],
+        "contended_over_idle": {k: v["contended_over_idle"] for k, v in results.items() if "contended_over_idle" in v},
         "task": task, "quick": quick,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": threads, "platform": platform.platform(),
+        "machine": {"cpus": all_cores, "torch_threads": threads, "plan_threads": PLAN_THREADS,
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
         "results": results,
     }
@@ -267,8 +341,19 @@ def markdown_table(bench: dict) -> str:
             _, planner, model = name.split(".")
             lines.append(f"| {planner.upper()} ms/action, {model} (median / p95) | "
                          f"{m['ms_per_action_median']:.1f} / {m['ms_per_action_p95']:.1f} |")
-    for a in (a for a in ARCHS if f"training.{a}" in r):
-        m = r[f"training.{a}"]
-        lines.append(f"| {a} training (batch {m['batch']} x {m['seq_len']}) | {m['frames_per_s']:,.0f} frames/s |")
-    lines.append("| peak RSS per measurement | " + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items()) + " |")
+    for name, m in r.items():
+        if name.startswith("training."):
+            lines.append(f"| {name.split('.')[1]} training (batch {m['batch']} x {m['seq_len']}, "
+                         f"{_threads(m['threads'])}) | {m['frames_per_s']:,.0f} frames/s |")
+    for name, ratio in bench.get("contended_over_idle", {}).items():
+        part = name.split(".")
+        label = f"{part[1].upper()} planning, {part[2]}" if part[0] == "planning" else f"{part[1]} training"
+        lines.append(f"| {label} ({_threads(r[name]['threads'])}): time beside one busy process / alone | "
+                     f"{ratio:.2f}x |")
+    lines.append("| peak RSS per measurement | "
+                 + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + "s" * (n != 1)

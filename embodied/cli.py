@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 import embodied  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
+
+# before torch loads: idle OpenMP threads sleep instead of spinning, so a core taken by another process does not
+# stall every parallel region
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SUBCOMMANDS = {
     "collect": "collect MuJoCo episodes into a dataset",

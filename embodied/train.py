@@ -35,6 +35,7 @@ from embodied.config import Config
 from embodied.data import Dataset, WindowSampler
 from embodied.io import atomic_write_json
 from embodied.errors import UserError
+from embodied.threads import default_threads
 
 SPEC_SKIP = ("format", "episodes", "episodes_total", "steps_total", "success_rate", "policies")
 
@@ -102,9 +103,7 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
     t = cfg.train
     rank, world, device = _setup_distributed(t.device)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    # one core is left to the rest of the machine: beside another busy process, all-core OpenMP threads
-    # collapse (README, "World models")
-    torch.set_num_threads(t.threads or max(1, ((os.cpu_count() or 1) - 1) // local_world))
+    torch.set_num_threads(t.threads or default_threads(local_world))
     checkpoint.import_plugins(cfg.plugins)
     out = Path(cfg.out)
     if t.batch < world:

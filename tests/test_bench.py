@@ -1,9 +1,22 @@
-"""A smoke run of the benchmark: every measurement runs and bench.json has the keys the README quotes."""
+"""The benchmark: a smoke run of every measurement, the competing busy process, and the default thread count."""
 import json
+import math
+import multiprocessing
+import os
+import time
 
 import pytest
 
-from embodied.benchmarks.bench import run_bench
+from embodied.benchmarks.bench import busy_process, contended, run_bench
+from embodied.threads import default_threads
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 @pytest.mark.slow
@@ -14,7 +27,45 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     r = on_disk["results"]
     assert r["mujoco.push"]["steps_per_s_1env"] > 0 and r["mujoco.push"]["steps_per_s_2workers"] > 0
     assert r["imagination.recurrent"]["latent_steps_per_s_b64"] > r["imagination.recurrent"]["latent_steps_per_s_b1"]
+    assert r["imagination.slots"]["latent_steps_per_s_b64"] > 0
     assert 0 < on_disk["cem_ms_per_action_median"] < 60_000
-    assert r["training.recurrent"]["frames_per_s"] > 0
+    assert r["training.recurrent"]["frames_per_s"] > 0 and r["training.slots"]["frames_per_s"] > 0
     assert all(v["peak_rss_mb"] > 0 for v in r.values())
-    assert "| CEM ms/action, recurrent" in (tmp_path / "bench.md").read_text()
+    ratios = on_disk["contended_over_idle"]
+    assert set(ratios) == {"training.slots", "training.recurrent", "training.slots.all_cores",
+                           "training.recurrent.all_cores", "planning.cem.slots", "planning.cem.recurrent"}
+    assert all(math.isfinite(x) and x > 0 for x in ratios.values())
+    assert on_disk["machine"]["torch_threads"] == 1 and r["training.slots.all_cores"]["threads"] == os.cpu_count()
+    table = (tmp_path / "bench.md").read_text()
+    assert "| CEM ms/action, recurrent" in table and "| CEM planning, slots (1 thread): time beside" in table
+    assert not multiprocessing.active_children()
+
+
+def test_contended_reports_a_ratio_and_stops_the_busy_process():
+    def measure():
+        start = time.perf_counter()
+        sum(range(200_000))
+        return time.perf_counter() - start
+
+    out = contended(measure)
+    assert all(math.isfinite(out[k]) and out[k] > 0 for k in ("idle_s", "contended_s", "contended_over_idle"))
+    assert out["contended_over_idle"] == pytest.approx(out["contended_s"] / out["idle_s"])
+    assert not multiprocessing.active_children()
+
+
+def test_busy_process_is_stopped_after_an_error():
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        with busy_process() as proc:
+            assert proc.is_alive()
+            raise RuntimeError("measurement failed")
+    assert proc.exitcode is not None and _gone(proc.pid)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("cores, processes, expected", [(2, 1, 1), (8, 2, 3), (1, 1, 1), (4, 8, 1)])
+def test_default_threads_leaves_one_core(monkeypatch, cores, processes, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_threads(processes) == expected
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_threads(processes) == expected

@@ -1,4 +1,4 @@
-"""`embodied bench`: throughput of MuJoCo, imagination, planning and training in one run (bench.json, bench.md)."""
+"""`embodied bench`: throughput of MuJoCo, imagination, planning and training, alone and beside a busy process."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +7,16 @@ from embodied.benchmarks.bench import markdown_table, run_bench
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable
+from embodied.threads import default_threads
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--task", default="push")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the model measurements")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="torch threads of the imagination and training measurements (default: all cores but "
+                             "one); planning uses 1, as embodied plan does")
     parser.add_argument("--quick", action="store_true", help="a smoke run of every measurement (seconds)")
 
 

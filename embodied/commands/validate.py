@@ -18,6 +18,7 @@ from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable
 from embodied.load import REFERENCE_MODELS
+from embodied.threads import default_threads
 from embodied.validate.harness import PROBES
 from embodied.validate.runner import probes_to_run, validate
 
@@ -86,7 +87,7 @@ def run(args) -> int:
     cfg = load_config(args.config, args.overrides, cls=ValidateConfig,
                       values={"model": args.model, **common_values(args, quick), "fov": parse_fov(args.fov) or None})
     check_writable(cfg.out, "--out")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(default_threads())
     fov = [x for k, v in cfg.fov.items() for x in ("--fov", f"{k}={v:g}")]
     command = shlex.join(["embodied", "validate", "--task", cfg.task, "--model", cfg.model, "--out", cfg.out,
                           "--preset", "quick" if cfg.quick else "full", "--seed", str(cfg.seed), *common_flags(cfg),
