@@ -11,11 +11,17 @@ when stopped. A re-run into an existing dataset continues with new seeds, so a
 killed run loses at most the episodes in flight and never duplicates one (a
 load rebuilds the manifest it left behind). Workers die with the parent, even
 a SIGKILLed one; Ctrl-C and SIGTERM stop them at once.
+
+A factor of variation given as a range [low, high] takes its own value in each
+episode, drawn by a generator of the episode's seed alone (the same seeds give
+the same values, whichever worker records them); the worker builds its env
+anew for each such episode.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import itertools
 import json
 import multiprocessing as mp
@@ -34,12 +40,14 @@ import numpy as np
 from tqdm import tqdm
 
 from embodied.data import build_manifest, check_dataset_task, episode_path, write_episode
+from embodied.envs.mujoco_base import check_factor_setting
 from embodied.envs.registry import canonical_task, make_task, task_class
 from embodied.errors import UserError
 from embodied.io import atomic_write_json, os_error_message
 
 _WORKER: dict = {}
 COLLECT_POLICIES = ("random", "scripted", "mixed")
+FACTOR_STREAM = 0x666F76  # keeps an episode's factor generator apart from its reset and policy generators
 
 
 def make_policy(name: str, env, rng: np.random.Generator) -> tuple[Callable[[], np.ndarray], str]:
@@ -109,7 +117,10 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(task: str, cls: type, size: int, parent: int, factors: dict | None = None) -> None:
-    """A worker's env; ``cls`` (pickled by reference) registers a task defined outside the registry module."""
+    """A worker's env; ``cls`` (pickled by reference) registers a task defined outside the registry module.
+
+    With a ranged factor the env is built per episode instead (:func:`_episode_env`).
+    """
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -121,8 +132,34 @@ def _init_worker(task: str, cls: type, size: int, parent: int, factors: dict | N
 
     if issubclass(cls, MujocoTaskEnv) and cls.task_name not in TASKS:
         register_task(cls)
-    _WORKER["env"] = make_task(task, obs_type="pixels_proprio", width=size, height=size,
-                               **({"factors": factors} if factors else {}))
+    _WORKER["make"] = functools.partial(make_task, task, obs_type="pixels_proprio", width=size, height=size)
+    _WORKER["factors"] = factors = dict(factors or {})
+    _WORKER["env"] = None if factor_ranges(factors) else _WORKER["make"](**({"factors": factors} if factors else {}))
+
+
+def factor_ranges(factors: dict) -> dict[str, list[float]]:
+    """The factors of a setting ({name: value or [low, high]}) that are ranges, sampled per episode."""
+    return {k: v for k, v in factors.items() if isinstance(v, list)}
+
+
+def episode_factors(factors: dict, seed: int) -> dict[str, float]:
+    """The factor values of the episode of reset seed ``seed``: each range's value uniform in [low, high].
+
+    The generator depends on the seed alone (not on the worker or the order), so re-collecting a seed gives the
+    same values; it is apart from the seed's reset and policy generators.
+    """
+    rng = np.random.default_rng([FACTOR_STREAM, seed])
+    drawn = {k: float(rng.uniform(low, high)) for k, (low, high) in sorted(factor_ranges(factors).items())}
+    return {k: drawn.get(k, v) for k, v in factors.items()}
+
+
+def _episode_env(seed: int):
+    """The worker's env for the episode of ``seed``: rebuilt with that episode's values when a factor is a range."""
+    if factor_ranges(_WORKER.get("factors", {})):
+        if _WORKER["env"] is not None:
+            _WORKER["env"].close()
+        _WORKER["env"] = _WORKER["make"](factors=episode_factors(_WORKER["factors"], seed))
+    return _WORKER["env"]
 
 
 class EpisodeBuffer:
@@ -184,8 +221,10 @@ def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], 
 
 
 def _collect_one(out: str, seed: int, policy: str) -> int:
-    env = _WORKER["env"]
-    arrays, meta = record_episode(env, seed, policy)
+    arrays, meta = record_episode(_episode_env(seed), seed, policy)
+    ranges = factor_ranges(_WORKER.get("factors", {}))
+    if ranges:  # the header's factors hold the values used; these, what they were drawn from
+        meta["factor_ranges"] = json.dumps(ranges, sort_keys=True)
     try:
         write_episode(episode_path(out, seed), arrays, meta)
     except OSError as err:  # a full disk, say: one line in the parent, not a worker's traceback
@@ -194,15 +233,21 @@ def _collect_one(out: str, seed: int, policy: str) -> int:
 
 
 def dataset_spec(task: str, size: int, factors: dict | None = None) -> dict:
-    """Task and space description stored in the manifest (with the factors of variation, when any)."""
+    """Task and space description stored in the manifest (with the factors of variation, when any).
+
+    ``factors``: {name: value, or a range [low, high] (or ``"LOW..HIGH"``) sampled per episode}, checked; the
+    manifest records them so. With a ranged colour factor the objects' colours are those at the range's middle.
+    """
+    setting = check_factor_setting(task_class(task), factors)
+    middle = {k: sum(v) / 2 if isinstance(v, list) else v for k, v in setting.items()}
     env = make_task(task, obs_type="pixels_proprio", width=size, height=size,
-                    **({"factors": factors} if factors else {}))
+                    **({"factors": middle} if middle else {}))
     spec = {"task": canonical_task(task), "image_size": [size, size, 3],
             "action_dim": int(env.action_space.shape[0]), "proprio_dim": int(env.observation_space["proprio"].shape[0]),
             "frame_skip": int(env.frame_skip), "max_episode_steps": int(env.max_episode_steps),
             "objects": [{"name": o.name, "rgb": list(o.rgb), "actuated": o.actuated} for o in env.objects]}
-    if factors:
-        spec["factors"] = dict(env.fov)
+    if setting:
+        spec["factors"] = setting
     env.close()
     return spec
 
@@ -265,9 +310,11 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
             seed: int = 0, progress: bool = True, factors: dict | None = None) -> dict:
     """Add ``episodes`` new episodes to the dataset at ``out``; returns the manifest and throughput.
 
-    ``factors`` ({name: value}, checked against the task's declared factors of
-    variation) changes the MuJoCo scene; the manifest and every episode header
-    record them, and a dataset holds episodes of one setting only.
+    ``factors`` ({name: value, or a range [low, high] or ``"LOW..HIGH"``, checked
+    against the task's declared factors of variation) changes the MuJoCo scene; a
+    range gives each episode its own value (:func:`episode_factors`). The manifest
+    records the setting, every episode header the values it used (and the ranges
+    they came from), and a dataset holds episodes of one setting only.
     The manifest is rewritten from the episode headers at the end, also after an
     error or an interrupt, so it lists exactly the finished episodes.
     """

@@ -38,8 +38,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from embodied.dataset_checks import (FORMAT, bad_episode, check_episode_header, check_episode_values,
-                                     manifest_problem)
+from embodied.dataset_checks import (FORMAT, bad_episode, check_episode_header, check_episode_values, fov_args,
+                                     header_factors, manifest_problem)
 from embodied.errors import UserError
 from embodied.io import atomic_write_bytes, atomic_write_json
 
@@ -117,7 +117,7 @@ def episode_path(root: Path, seed: int) -> Path:
 def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | None = None,
                        factors: dict | None = None) -> None:
     """Refuse to add ``task`` episodes (of ``size`` pixels, if given) to a dataset of another task or frame size,
-    or (``factors`` given) recorded under other factors of variation."""
+    or (``factors`` given: {name: value, or [low, high] sampled per episode}) under other factors of variation."""
     existing = episode_files(root)
     if not existing:
         return
@@ -125,14 +125,11 @@ def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | N
     if meta.get("task") != task:
         raise UserError(f"{root}: holds a dataset of task {meta.get('task')!r}, not {task!r}; "
                         f"choose another {flag} folder")
-    if factors is not None:
-        try:
-            have = json.loads(meta.get("factors") or "{}")
-        except ValueError:
-            have = meta.get("factors")
-        if have != dict(factors):
-            raise UserError(f"{root}: holds episodes recorded under factors {have or 'none'}, not "
-                            f"{dict(factors) or 'none'}; choose another {flag} folder")
+    if factors is not None and header_factors(existing[0], meta) != dict(factors):
+        have, want = fov_args(header_factors(existing[0], meta)), fov_args(dict(factors))
+        raise UserError(f"{root}: holds episodes recorded under factors {', '.join(have) or 'none'}, not "
+                        f"{', '.join(want) or 'none'}; pass {' '.join(f'--fov {a}' for a in have) or 'no --fov'} "
+                        f"to add to it or choose another {flag} folder")
     frame = shapes["observation.image"][0][1:3] if "observation.image" in shapes else None
     if size is not None and frame and frame != (size, size):
         raise UserError(f"{root}: holds {'x'.join(map(str, frame))} frames, not {size}x{size}; "

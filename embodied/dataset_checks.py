@@ -7,6 +7,7 @@ less than loading it; the value checks run once per loaded episode.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,19 @@ def _shape_problem(key: str, got: tuple, spec: dict) -> str:
         rule = "expected " + {"reward": "(T,)", "terminated": "(T,)", "sim_state": "(T+1, S)"}.get(key, "(T+1, 3)")
     what = f"{got[1]} columns" if len(got) == 2 and field in ("action_dim", "proprio_dim") else f"shape {got}"
     return f"{key} has {what}, {rule}"
+
+
+def header_factors(path: Path, meta: dict) -> dict:
+    """The factor setting an episode header records: {name: value, or [low, high] for a value sampled from a range}."""
+    try:
+        return {**json.loads(meta.get("factors") or "{}"), **json.loads(meta.get("factor_ranges") or "{}")}
+    except ValueError:
+        raise bad_episode(path, "header 'factors' or 'factor_ranges' is not JSON") from None
+
+
+def fov_args(setting: dict) -> list[str]:
+    """A factor setting as ``--fov`` values: ``["block_mass=0.2..0.45", "light=0.9"]``."""
+    return [f"{k}={v[0]:g}..{v[1]:g}" if isinstance(v, list) else f"{k}={v:g}" for k, v in setting.items()]
 
 
 def check_episode_values(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -20,7 +20,9 @@ Everything a validation probe or an oracle planner needs lives here:
 * factors of variation: interventions a task declares (``factors``: mass,
   friction, gains, sizes, colours, light), applied with
   ``make_task(name, factors={"block_mass": 1.5})``; the env then reports the
-  colours it renders in ``env.objects`` and the values applied in ``env.fov``.
+  colours it renders in ``env.objects`` and the values applied in ``env.fov``;
+  ``embodied collect`` also takes a range per factor (``check_factor_setting``),
+  sampled per episode.
 """
 from __future__ import annotations
 
@@ -247,28 +249,61 @@ def check_factors(task_cls, values) -> dict[str, float]:
     An unknown name, a value that is not a finite number or one outside what
     the factor's kind allows (a mass must be positive, ...) is a one-line UserError.
     """
-    declared = getattr(task_cls, "factors", None) or {}
-    name = getattr(task_cls, "task_name", "") or getattr(task_cls, "__name__", "this task")
     out = {}
     for key, raw in dict(values or {}).items():
-        if key not in declared:
-            known = ", ".join(declared) if declared else "none: it declares no factors"
-            raise UserError(f"unknown factor {key!r} for task {name}; its factors: {known}")
-        factor = declared[key]
-        _, low, above, high, unit = FACTOR_KINDS[factor["apply"][0]]
-        try:
-            value = float(raw) if not isinstance(raw, bool) else float("nan")
-        except (TypeError, ValueError):
-            value = float("nan")
-        example = f"{key}={factor['train'][1]:g}"
-        if not math.isfinite(value):
-            raise UserError(f"factor {key}={raw!r} must be a number ({unit}), e.g. --fov {example}")
-        if (low is not None and (value <= low if above else value < low)) or (high is not None and value > high):
-            bounds = " and ".join(([f"more than {low:g}" if above else f"at least {low:g}"] if low is not None else [])
-                                  + ([f"at most {high:g}"] if high is not None else []))
-            raise UserError(f"factor {key}={value:g} must be {bounds} ({unit}), e.g. --fov {example}")
-        out[key] = value
+        factor = _declared_factor(task_cls, key)
+        out[key] = _factor_value(key, factor, raw, f"{key}={factor['train'][1]:g}")
     return out
+
+
+def check_factor_setting(task_cls, values) -> dict[str, float | list[float]]:
+    """``values`` ({name: a value, or a range ``"LOW..HIGH"`` or ``[low, high]``}) checked as {name: float or
+    [low, high]}: the setting of a dataset whose episodes each sample a ranged factor (``embodied collect``)."""
+    out = {}
+    for key, raw in dict(values or {}).items():
+        ranged = isinstance(raw, (list, tuple)) or (isinstance(raw, str) and ".." in raw)
+        out[key] = check_factor_range(task_cls, key, raw) if ranged else check_factors(task_cls, {key: raw})[key]
+    return out
+
+
+def check_factor_range(task_cls, key: str, raw) -> list[float]:
+    """A range of factor ``key`` (``"LOW..HIGH"`` or ``[low, high]``) as [low, high]: two valid values, LOW < HIGH."""
+    factor = _declared_factor(task_cls, key)
+    example = f"{key}={factor['train'][0]:g}..{factor['train'][1]:g}"
+    parts = [p.strip() for p in raw.split("..")] if isinstance(raw, str) else list(raw)
+    text = raw if isinstance(raw, str) else "..".join(map(str, parts))
+    if len(parts) != 2 or "" in parts:
+        raise UserError(f"factor {key}={text} is not a range LOW..HIGH; write e.g. --fov {example}")
+    low, high = (_factor_value(key, factor, p, example) for p in parts)
+    if not low < high:
+        raise UserError(f"factor {key}={text} must have LOW < HIGH; write e.g. --fov {example}")
+    return [low, high]
+
+
+def _declared_factor(task_cls, key: str) -> dict:
+    """The factor ``key`` of ``task_cls``; an unknown name is a one-line UserError listing the task's factors."""
+    declared = getattr(task_cls, "factors", None) or {}
+    if key not in declared:
+        name = getattr(task_cls, "task_name", "") or getattr(task_cls, "__name__", "this task")
+        known = ", ".join(declared) if declared else "none: it declares no factors"
+        raise UserError(f"unknown factor {key!r} for task {name}; its factors: {known}")
+    return declared[key]
+
+
+def _factor_value(key: str, factor: dict, raw, example: str) -> float:
+    """``raw`` as a value of ``factor``: a finite number its kind allows, or a one-line UserError citing ``example``."""
+    _, low, above, high, unit = FACTOR_KINDS[factor["apply"][0]]
+    try:
+        value = float(raw) if not isinstance(raw, bool) else float("nan")
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value):
+        raise UserError(f"factor {key}={raw!r} must be a number ({unit}), e.g. --fov {example}")
+    if (low is not None and (value <= low if above else value < low)) or (high is not None and value > high):
+        bounds = " and ".join(([f"more than {low:g}" if above else f"at least {low:g}"] if low is not None else [])
+                              + ([f"at most {high:g}"] if high is not None else []))
+        raise UserError(f"factor {key}={value:g} must be {bounds} ({unit}), e.g. --fov {example}")
+    return value
 
 
 def factor_table(task_cls) -> list[dict]:

@@ -3,6 +3,7 @@
 Each factor changes what MuJoCo does or renders (a heavier block moves less under the same push, a wider
 occluder hides the ball longer, a colour changes the pixels and the colour the probes track), a factor at its
 default value changes nothing, and bad factors are one line and exit 2 from every command that takes them.
+A factor given as a range (`collect --fov name=LOW..HIGH`) gives each episode its own value, drawn by its seed.
 """
 import json
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from embodied.collect import dataset_spec, record_episode
-from embodied.data import check_dataset_task, episode_path, read_episode_header, write_episode
-from embodied.envs.mujoco_base import check_factors, factor_table, parse_fov
+from embodied.data import (check_dataset_task, episode_files, episode_path, read_episode, read_episode_header,
+                           write_episode)
+from embodied.envs.mujoco_base import check_factor_setting, check_factors, factor_table, parse_fov
 from embodied.envs.registry import TASKS, make_task
 from embodied.errors import UserError
 from embodied.vision import colour_centroid
@@ -186,3 +188,107 @@ def test_plan_and_validate_run_in_the_changed_scene_and_say_so(tmp_path, capsys)
     val = json.loads((tmp_path / "val" / "validation.json").read_text())
     assert val["factors"] == {"block_colour": 50.0} and "--fov block_colour=50" in val["command"]
     assert val["scores"]["controllability"]["mujoco"] == 100.0  # the truth is tracked in its new colour
+
+
+# --- a factor as a range: each episode of a dataset draws its own value (collect --fov name=LOW..HIGH) ---
+
+MASS_RANGE = [0.2, 0.45]
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory):
+    """Four scripted push episodes (the expert reaches the block) with the block's mass drawn from 0.2..0.45."""
+    from embodied.collect import collect
+
+    out = tmp_path_factory.mktemp("ranged")
+    collect("push", 4, out, policy="scripted", workers=1, progress=False, factors={"block_mass": "0.2..0.45"})
+    return out
+
+
+def _headers(root) -> dict[int, dict]:
+    """Episode headers of a dataset by seed."""
+    return {int(m["seed"]): m for m in (read_episode_header(p)[0] for p in episode_files(root))}
+
+
+def test_a_range_gives_each_episode_its_own_value_and_the_same_seeds_the_same_values(ranged, tmp_path, capsys):
+    from embodied.cli import main
+
+    manifest = json.loads((ranged / "manifest.json").read_text())
+    assert manifest["factors"] == {"block_mass": MASS_RANGE}
+    headers = _headers(ranged)
+    masses = {seed: json.loads(m["factors"])["block_mass"] for seed, m in headers.items()}
+    assert sorted(masses) == [0, 1, 2, 3] and len(set(masses.values())) == 4
+    assert all(0.2 <= v <= 0.45 for v in masses.values()), masses
+    assert all(json.loads(m["factor_ranges"]) == {"block_mass": MASS_RANGE} for m in headers.values())
+    # the same seeds again, by the command line and two workers: the same values
+    again = tmp_path / "again"
+    assert main(["collect", "--task", "push", "--episodes", "4", "--policy", "scripted", "--workers", "2",
+                 "--fov", "block_mass=0.2..0.45", "--out", str(again)]) == 0
+    assert "under block_mass=0.2..0.45" in capsys.readouterr().out
+    assert {seed: json.loads(m["factors"])["block_mass"] for seed, m in _headers(again).items()} == masses
+
+
+def test_each_episode_is_simulated_with_the_value_its_header_records(ranged):
+    """Replaying an episode's actions under its header's mass gives its recorded final state; another mass does not."""
+    episodes = [read_episode(episode_path(ranged, seed)) for seed in (0, 1)]
+    masses = [json.loads(meta["factors"])["block_mass"] for _, meta in episodes]
+    for (arrays, meta), mass, other in zip(episodes, masses, masses[::-1]):
+        env = make_task("push", obs_type="state", factors={"block_mass": mass})
+        assert env.model.body("block").mass[0] == mass
+        assert _replay(env, int(meta["seed"]), arrays["action"]) == arrays["sim_state"][-1].tobytes()
+        wrong = make_task("push", obs_type="state", factors={"block_mass": other})
+        assert _replay(wrong, int(meta["seed"]), arrays["action"]) != arrays["sim_state"][-1].tobytes()
+
+
+def _replay(env, seed: int, actions) -> bytes:
+    """The final simulator state of ``actions`` from ``env.reset(seed=seed)``."""
+    env.reset(seed=seed)
+    for action in actions:
+        env.step(action)
+    return env.get_state().tobytes()
+
+
+@pytest.mark.parametrize("text", ["0.45..0.2", "0.3..0.3", "a..b", "0.2..", "..0.45", "0..0.45", "0.2..0.3..0.4"])
+def test_a_bad_range_is_one_line_naming_the_fix_and_exit_2(text, tmp_path, capsys):
+    from embodied.cli import main
+
+    out = tmp_path / "out"
+    assert main(["collect", "--task", "push", "--episodes", "1", "--fov", f"block_mass={text}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fov block_mass=0.2..0.45" in err, err
+    assert not out.exists()  # nothing ran
+
+
+def test_a_range_is_checked_as_its_values_are():
+    push = TASKS["push"]
+    assert check_factor_setting(push, {"block_colour": "-10..10", "light": "0.9", "block_mass": (0.2, 0.45)}) == {
+        "block_colour": [-10.0, 10.0], "light": 0.9, "block_mass": [0.2, 0.45]}
+    for values, message in [({"block_weight": "1..2"}, "unknown factor 'block_weight'"),
+                            ({"floor_colour": "0.5..2"}, "at most 1"), ({"block_mass": [0.3]}, "not a range")]:
+        with pytest.raises(UserError, match=message):
+            check_factor_setting(push, values)
+
+
+@pytest.mark.parametrize("fov", [["--fov", "block_mass=0.25..0.45"], ["--fov", "block_mass=0.3"], []])
+def test_adding_episodes_under_another_setting_is_refused_in_one_line(fov, ranged, capsys):
+    from embodied.cli import main
+
+    before = sorted(p.name for p in (ranged / "episodes").iterdir())
+    assert main(["collect", "--task", "push", "--episodes", "1", *fov, "--out", str(ranged)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "recorded under factors block_mass=0.2..0.45" in err, err
+    assert "pass --fov block_mass=0.2..0.45 to add to it" in err
+    assert sorted(p.name for p in (ranged / "episodes").iterdir()) == before
+    check_dataset_task(ranged, "push", size=64, factors={"block_mass": MASS_RANGE})  # the same range: welcome
+
+
+def test_a_fixed_value_records_no_range(tmp_path, monkeypatch):
+    """A dataset of a fixed value is written as before: the header holds the value and no range."""
+    import embodied.collect as collecting
+
+    monkeypatch.setitem(collecting._WORKER, "env", make_task("push", obs_type="pixels_proprio",
+                                                             factors={"block_mass": 1.5}))
+    monkeypatch.setitem(collecting._WORKER, "factors", {"block_mass": 1.5})
+    collecting._collect_one(str(tmp_path), 2, "random")
+    meta = read_episode_header(episode_path(tmp_path, 2))[0]
+    assert json.loads(meta["factors"]) == {"block_mass": 1.5} and "factor_ranges" not in meta

@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 from embodied.collect import COLLECT_POLICIES, collect
-from embodied.envs.mujoco_base import check_factors, parse_fov
+from embodied.dataset_checks import fov_args
+from embodied.envs.mujoco_base import check_factor_setting, parse_fov
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable
@@ -21,9 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
     parser.add_argument("--seed", type=int, default=0, help="first reset seed of a new dataset")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--fov", action="append", default=[], metavar="FACTOR=VALUE",
-                        help="record under a factor of variation the task declares (repeatable), e.g. "
-                             "--fov block_mass=0.45; an unknown name lists the task's factors")
+    parser.add_argument("--fov", action="append", default=[], metavar="FACTOR=VALUE|LOW..HIGH",
+                        help="record under a factor of variation the task declares (repeatable): a fixed value, e.g. "
+                             "--fov block_mass=0.45, or a range each episode draws its value from uniformly (by its "
+                             "seed), e.g. --fov block_mass=0.2..0.45; an unknown name lists the task's factors")
 
 
 def check_args(args) -> None:
@@ -37,7 +39,7 @@ def check_args(args) -> None:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
     if not 1 <= args.workers <= most:
         raise UserError(f"--workers must be from 1 to {most} (4 per CPU; each holds an env), not {args.workers}")
-    args.factors = check_factors(task_class(args.task), parse_fov(args.fov))
+    args.factors = check_factor_setting(task_class(args.task), parse_fov(args.fov))
     check_writable(args.out, "--out")
 
 
@@ -46,8 +48,8 @@ def run(args) -> int:
     result = collect(args.task, args.episodes, args.out, args.policy, args.workers, args.size, args.seed,
                      factors=args.factors)
     m = result["manifest"]
-    factors = m.get("factors", {})
-    under = f" under {', '.join(f'{k}={v:g}' for k, v in factors.items())}" if factors else ""
+    factors = fov_args(m.get("factors", {}))
+    under = f" under {', '.join(factors)}" if factors else ""
     print(f"{args.out}: {m['episodes_total']} episodes, {m['steps_total']} steps of {m['task']}{under} "
           f"(policies {m['policies']}, success {m['success_rate']:.0%}); "
           f"collected {result['frames']} frames in {result['wall_s']:.1f}s = {result['frames_per_s']:.0f} frames/s "
