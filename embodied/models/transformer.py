@@ -13,31 +13,36 @@ The context is bounded to ``window`` frames. Two state layouts, both plain
 batched tensors so ``repeat_state``/``index_state`` work:
 
 * KV cache (Llama, ``kv_cache=True``, the default): ``{"f": pending latent (B,F),
-  "pos": next position (B,), "k0", "v0", ...: (B, heads, L, head_dim)}``. A
-  step feeds two tokens (pending frame and action) against the cache; the cache
-  is cut to the last ``window-1`` frame/action pairs. Rotary positions make the
-  cut exact in relative terms, so a step costs O(window), not O(window^2).
+  "pos": next position (B,), "kv0", "kv1", ...: (B, heads, 2, 2*window, head_dim)}``:
+  per layer, one preallocated ring of keys (``[:, :, 0]``) and values. A step runs
+  the Llama layers itself on two tokens (pending frame and action): it writes
+  their keys/values into the slots ``position % (2*window)``, over the oldest
+  frame/action pair, and attends over the slots written so far. The ring thus
+  holds the last ``window`` pairs, each at the rotary position it was written
+  with, and a step costs O(window), not O(window^2). ``step`` copies the rings
+  (its input state stays valid); ``rollout`` copies them once, then writes in
+  place.
 * window recompute (GPT-2, or ``kv_cache=False``): ``{"fwin": (B,n,F),
   "awin": (B,n-1,A)}``, the last n <= window frame latents (the newest is the
-  pending one) and the actions between them; each step re-runs the window
-  from position 0.
+  pending one) and the actions between them; each step re-runs the backbone
+  over the window from position 0.
 
 Training (``loss``): foreground-weighted reconstruction of the context frames,
 one teacher-forced pass giving latent targets for every frame, and an
 open-loop rollout from ``context`` real frames that feeds its own predictions
-back (through the same cache/step code as imagination) with pixel, latent,
+back (through ``step`` with the KV cache, as in imagination) with pixel, latent,
 proprio and reward losses on every predicted frame.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from embodied.errors import UserError
-from embodied.models.base import State, repeat_state
+from embodied.models.base import State, repeat_state, state_batch
 from embodied.models.codec import FLOOR_RGB, ConvEncoder, ProprioEncoder, mlp
 from embodied.models.learned import PIXEL_LOSSES, LearnedWorldModel, check_fields
 
@@ -122,11 +127,6 @@ def _backbone(c: TransformerConfig) -> nn.Module:
     raise ValueError(f"unknown transformer backbone {c.backbone!r}; choose one of {', '.join(BACKBONES)}")
 
 
-def _cache_kwarg(backbone: nn.Module) -> str:
-    """The backbone's name for its KV-cache argument: ``cache`` in recent transformers, else ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
-
-
 class TransformerWorldModel(LearnedWorldModel):
     """Implicit-state world model: frame/action tokens through a causal transformer."""
 
@@ -141,9 +141,9 @@ class TransformerWorldModel(LearnedWorldModel):
         self.proprio_encoder = ProprioEncoder(P, c.proprio_embed)
         self.fuse = nn.Sequential(nn.Linear(c.embed_dim + c.proprio_embed, c.latent), nn.LayerNorm(c.latent))
         self.frame_in = nn.Linear(c.latent, c.d_model)
-        self.action_in = nn.Sequential(nn.Linear(self.action_dim, c.d_model), nn.SiLU(), nn.Linear(c.d_model, c.d_model))
+        self.action_in = nn.Sequential(nn.Linear(self.action_dim, c.d_model), nn.SiLU(),
+                                       nn.Linear(c.d_model, c.d_model))
         self.backbone = _backbone(c)
-        self.cache_kwarg = _cache_kwarg(self.backbone)  # looked up once: _run is on the planner's hot path
         self.out = nn.Sequential(nn.LayerNorm(c.d_model), nn.Linear(c.d_model, c.hidden), nn.SiLU(),
                                  nn.Linear(c.hidden, c.latent))
         nn.init.zeros_(self.out[-1].weight)  # start as "nothing changes" (copy-last), learn the change
@@ -164,39 +164,84 @@ class TransformerWorldModel(LearnedWorldModel):
         tok = torch.stack([self.frame_in(f), self.action_in(a)], 2)
         return tok.reshape(f.shape[0], 2 * f.shape[1], -1)
 
-    def _run(self, tok: torch.Tensor, past: list | None = None, pos: torch.Tensor | None = None):
-        """Backbone over ``tok`` after the cached ``past`` [(k, v)] at positions ``pos`` (B,) onwards."""
-        b, n = tok.shape[:2]
-        if self.cfg.backbone == "gpt2":
-            return self.backbone(inputs_embeds=tok, use_cache=False).last_hidden_state, None
-        from transformers.cache_utils import DynamicCache
+    def _run(self, tok: torch.Tensor) -> torch.Tensor:
+        """Backbone over ``tok`` (B,n,d) from position 0, no cache: the window-recompute path."""
+        return self.backbone(inputs_embeds=tok, use_cache=False).last_hidden_state
 
-        start = pos if pos is not None else torch.zeros(b, dtype=torch.long, device=tok.device)
-        position_ids = start[:, None] + torch.arange(n, device=tok.device)
-        cache = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
-        out = self.backbone(inputs_embeds=tok, position_ids=position_ids, use_cache=self.use_cache,
-                            **{self.cache_kwarg: cache})
-        new = [(layer.keys, layer.values) for layer in cache.layers] if self.use_cache else None  # filled in place
-        return out.last_hidden_state, new
+    def _empty_cache(self, b: int, like: torch.Tensor) -> dict:
+        """Zeroed KV rings ``kv<layer>`` (b, heads, 2, 2*window, head_dim): room for ``window`` frame/action pairs."""
+        c = self.cfg
+        return {f"kv{i}": like.new_zeros(b, c.heads, 2, 2 * c.window, c.d_model // c.heads) for i in range(c.layers)}
 
-    def _limit(self, past: list) -> list:
-        keep = 2 * (self.cfg.window - 1)
-        return [(k[:, :, -keep:], v[:, :, -keep:]) for k, v in past]
+    @staticmethod
+    def _ring(qpos: torch.Tensor, size: int) -> tuple[slice | torch.Tensor, torch.Tensor]:
+        """Where tokens at positions ``qpos`` (B,n) go in a ring of ``size`` slots, and what each query sees.
 
-    def _cache_state(self, f: torch.Tensor, pos: torch.Tensor, past: list | None) -> State:
-        state = {"f": f, "pos": pos}
-        if past is None:  # a 1-frame context: empty cache
-            h, hd = self.cfg.heads, self.cfg.d_model // self.cfg.heads
-            empty = f.new_zeros(f.shape[0], h, 0, hd)
-            past = [(empty, empty)] * self.cfg.layers
-        for i, (k, v) in enumerate(past):
-            state[f"k{i}"], state[f"v{i}"] = k, v
-        return state
+        The target is one slice when every element writes the same consecutive slots, else the slots (B,n).
+        Once written, slot s holds the latest position p <= the newest with p = s (mod size); a query sees
+        (mask (B,1,n,size)) the slots whose position is in [0, its own].
+        """
+        n, last = qpos.shape[1], qpos[:, -1:]
+        held = last - (last - torch.arange(size, device=qpos.device)) % size
+        seen = (held[:, None, :] <= qpos[:, :, None]) & (held[:, None, :] >= 0)
+        start = int(qpos[0, 0]) % size
+        same = start + n <= size and bool((qpos[:, 0] == qpos[0, 0]).all())
+        return (slice(start, start + n) if same else qpos % size), seen[:, None]
 
-    def _past(self, state: State) -> list | None:
-        if state["k0"].shape[2] == 0:
-            return None
-        return [(state[f"k{i}"], state[f"v{i}"]) for i in range(self.cfg.layers)]
+    @staticmethod
+    def _write(kv: torch.Tensor, new: torch.Tensor, where: slice | torch.Tensor) -> None:
+        """Keys and values ``new`` (B,n,2,heads,head_dim) into the ring ``kv`` (B,heads,2,size,head_dim)."""
+        rows = kv.permute(0, 3, 2, 1, 4)  # (B,size,2,heads,head_dim), a view
+        if isinstance(where, slice):
+            rows[:, where] = new
+        else:
+            rows.index_put_((torch.arange(kv.shape[0], device=kv.device)[:, None], where), new)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Llama's rotary embedding of ``x`` (B,n,...,head_dim) with ``cos``/``sin`` (B,n,head_dim)."""
+        shape = (*cos.shape[:2], *[1] * (x.dim() - 3), cos.shape[-1])
+        half = x.shape[-1] // 2
+        return x * cos.view(shape) + torch.cat([-x[..., half:], x[..., :half]], -1) * sin.view(shape)
+
+    def _layer(self, layer: nn.Module, x: torch.Tensor, rope: tuple, kv: torch.Tensor, where: slice | torch.Tensor,
+               seen: torch.Tensor, keep: slice) -> torch.Tensor:
+        """One Llama decoder layer: new tokens ``x`` (B,n,d) write their keys/values into the ring ``kv``, and
+        the tokens ``x[:, keep]`` attend over the ring (mask ``seen``); returns their outputs."""
+        attn, norm, mlp = layer.self_attn, layer.input_layernorm, layer.mlp
+        (b, n, d), (_, heads, _, _, hd) = x.shape, kv.shape
+        w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])  # one matmul; Llama: no biases
+        qkv = F.linear(F.rms_norm(x, (d,), norm.weight, norm.variance_epsilon), w).view(b, n, 3, heads, hd)
+        qk = self._rotate(qkv[:, :, :2], *rope)
+        self._write(kv, torch.stack([qk[:, :, 1], qkv[:, :, 2]], 2), where)
+        q = qk[:, keep, 0].transpose(1, 2)  # (B,heads,m,head_dim)
+        out = F.scaled_dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], attn_mask=seen[:, :, keep],
+                                             scale=attn.scaling)
+        x = x[:, keep] + attn.o_proj(out.transpose(1, 2).reshape(b, q.shape[2], d))
+        norm = layer.post_attention_layernorm
+        gate, up = F.linear(F.rms_norm(x, (d,), norm.weight, norm.variance_epsilon),
+                            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])).chunk(2, -1)
+        return x + mlp.down_proj(mlp.act_fn(gate) * up)
+
+    def _cached_run(self, tok: torch.Tensor, pos: torch.Tensor, cache: dict,
+                    keep: slice = slice(None)) -> torch.Tensor:
+        """Llama layers over ``tok`` (B,n,d) at positions ``pos`` (B,) onwards, against and into the KV rings
+        ``cache`` (written in place); the final-normed hidden states of the tokens ``tok[:, keep]``, whose
+        last-layer outputs are the only ones computed."""
+        bb = self.backbone
+        qpos = pos[:, None] + torch.arange(tok.shape[1], device=tok.device)
+        rope = bb.rotary_emb(tok, qpos)
+        where, seen = self._ring(qpos, 2 * self.cfg.window)
+        x, last = tok, len(bb.layers) - 1
+        for i, layer in enumerate(bb.layers):
+            x = self._layer(layer, x, rope, cache[f"kv{i}"], where, seen, keep if i == last else slice(None))
+        return bb.norm(x)
+
+    def _own(self, state: State, n: int) -> State:
+        """``state`` tiled to batch ``n`` with its own copy of the KV rings, which may then be written in place."""
+        out = repeat_state({k: v for k, v in state.items() if not k.startswith("kv")}, n)
+        out.update({k: v.expand(n, *v.shape[1:]).clone() for k, v in state.items() if k.startswith("kv")})
+        return out
 
     @property
     def max_context(self) -> int:
@@ -221,24 +266,40 @@ class TransformerWorldModel(LearnedWorldModel):
         if not self.use_cache:
             return {"fwin": f, "awin": a, **self._ref_state(frames)}
         n = f.shape[1] - 1
-        past = self._run(self._tokens(f[:, :-1], a), None)[1] if n > 0 else None
-        state = self._cache_state(f[:, -1], torch.full((b,), 2 * n, dtype=torch.long, device=dev), past)
-        return {**state, **self._ref_state(frames)}
+        cache = self._empty_cache(b, f)
+        if n > 0:
+            start = torch.zeros(b, dtype=torch.long, device=dev)
+            self._cached_run(self._tokens(f[:, :-1], a), start, cache, slice(0))  # keys/values only
+        pos = torch.full((b,), 2 * n, dtype=torch.long, device=dev)
+        return {"f": f[:, -1], "pos": pos, **cache, **self._ref_state(frames)}
 
     def step(self, state: State, action: torch.Tensor) -> State:
-        extra = {k: v for k, v in state.items() if k == "ref"}
+        """One imagined step; ``state`` is left as it was (the KV rings are copied)."""
+        return self._advance(self._own(state, state_batch(state)), action)
+
+    @torch.no_grad()
+    def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """As ``WorldModel.rollout``, copying the KV rings once and then writing them in place."""
+        state = self._own(state, actions.shape[0])
+        rewards = []
+        for t in range(actions.shape[1]):
+            state = self._advance(state, actions[:, t])
+            rewards.append(self.reward(state))
+        return state, torch.stack(rewards, dim=1)
+
+    def _advance(self, state: State, action: torch.Tensor) -> State:
+        """One imagined step, writing into ``state``'s KV rings."""
         f = self.features(state)
         a = action.float().reshape(f.shape[0], self.action_dim).clamp(-1, 1)
         if not self.use_cache:
             fwin = state["fwin"]
             awin = torch.cat([state["awin"], a[:, None]], 1)
-            hidden, _ = self._run(self._tokens(fwin, awin))
-            fnew = f + self.out(hidden[:, -1])
+            fnew = f + self.out(self._run(self._tokens(fwin, awin))[:, -1])
             w = self.cfg.window
             fwin = torch.cat([fwin, fnew[:, None]], 1)[:, -w:]
-            return {"fwin": fwin, "awin": awin[:, -(w - 1):], **extra}
-        hidden, past = self._run(self._tokens(f[:, None], a[:, None]), self._past(state), state["pos"])
-        return {**self._cache_state(f + self.out(hidden[:, -1]), state["pos"] + 2, self._limit(past)), **extra}
+            return {"fwin": fwin, "awin": awin[:, -(w - 1):], **{k: v for k, v in state.items() if k == "ref"}}
+        hidden = self._cached_run(self._tokens(f[:, None], a[:, None]), state["pos"], state, slice(1, None))
+        return {**state, "f": f + self.out(hidden[:, 0]), "pos": state["pos"] + 2}
 
     def goal_distance(self, state: State, goal: State) -> torch.Tensor:
         f = self.features(state)
@@ -261,21 +322,25 @@ class TransformerWorldModel(LearnedWorldModel):
         l_rec = self._pixel_loss(recon, x[:, :ctx])
 
         # teacher forcing over the whole window: a one-step prediction for every frame
-        hidden, past = self._run(self._tokens(f[:, :-1], a))
-        f_tf = f[:, :-1] + self.out(hidden[:, 1::2])  # predictions of frames 1..T-1
-        # open loop from the real context, predictions fed back (same code path as step())
-        preds = [f_tf[:, ctx - 1]]
+        tok = self._tokens(f[:, :-1], a)
         if self.use_cache:
-            past = [(k[:, :, :2 * ctx], v[:, :, :2 * ctx]) for k, v in past]
-            pos = torch.full((b,), 2 * ctx, dtype=torch.long, device=x.device)
+            cache = self._empty_cache(b, f)
+            start = torch.zeros(b, dtype=torch.long, device=x.device)
+            hidden = self._cached_run(tok, start, cache, slice(1, None, 2))  # the action tokens predict
+        else:
+            hidden = self._run(tok)[:, 1::2]
+        f_tf = f[:, :-1] + self.out(hidden)  # predictions of frames 1..T-1
+        # open loop from the real context, predictions fed back (as step() does)
+        preds = [f_tf[:, ctx - 1]]
+        if self.use_cache:  # the teacher-forced tokens after the context are masked as stale, then overwritten
+            state = {"f": preds[0], "pos": torch.full((b,), 2 * ctx, dtype=torch.long, device=x.device), **cache}
             for k in range(1, t - ctx):
-                h, past = self._run(self._tokens(preds[-1][:, None], a[:, ctx - 1 + k][:, None]), past, pos)
-                preds.append(preds[-1] + self.out(h[:, -1]))
-                pos = pos + 2
+                state = self.step(state, a[:, ctx - 1 + k])
+                preds.append(state["f"])
         else:
             for k in range(1, t - ctx):
                 fwin = torch.cat([f[:, :ctx], torch.stack(preds, 1)], 1)
-                h, _ = self._run(self._tokens(fwin, a[:, :ctx + k]))
+                h = self._run(self._tokens(fwin, a[:, :ctx + k]))
                 preds.append(preds[-1] + self.out(h[:, -1]))
         ol = torch.stack(preds, 1)  # (B,K,F) frames ctx..T-1
         pred = self._render(ol.flatten(0, 1), ref.repeat_interleave(t - ctx, 0)).view(b, t - ctx, *x.shape[2:])
