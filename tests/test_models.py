@@ -402,6 +402,26 @@ def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):
     assert front[:, 26:38].mean() > 0.5 and front[:, :16].mean() < 0.2, (front[:, 26:38].mean(), front[:, :16].mean())
 
 
+def test_slots_action_gates_can_close_and_stay_open_for_the_driven_slot(spec, dataset):
+    """The action gates' logits learn at GATE_GAIN x: within a short fit of the sparsity term against a loss
+    that needs the action on one slot only, the other slots' gates close and the driven one opens (at 1x, Adam
+    moves a logit ~lr per step and the gates stay near their start, 0.5)."""
+    model = _model("slots", spec)
+    pos, vel, seen = torch.zeros(8, 4, 2), torch.zeros(8, 4, 2), torch.ones(8, 4)
+    action = torch.rand(8, 2) * 2 - 1
+    opt = torch.optim.Adam([model.action_gate], lr=1e-3)
+    for _ in range(600):                                                          # the config's lr, 600 steps
+        gated = action[:, None, :] * model.action_gates()[None, :, None]          # what each slot's own net sees
+        need = ((gated[:, 0] - action) ** 2).mean()                               # slot 0 is driven
+        loss = need + 0.1 * model.action_gates()[model.active > 0].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    gates = model.action_gates().detach()
+    active = model.active > 0
+    assert gates[0] > 0.75 and torch.all(gates[1:][active[1:]] < 0.05), gates
+
+
 @pytest.mark.parametrize("arch", ["recurrent", "transformer"])
 def test_object_head_learns_positions_from_pixels(arch, spec, dataset):
     """object_weight > 0: a head reads the objects' planar positions from the latent, better than their mean."""

@@ -8,6 +8,8 @@ from torch import nn
 
 VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
 CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
+GATE_GAIN = 8.0           # the action gates' logits are this times their parameters, so the sparsity term (Adam
+                          # steps of ~lr per parameter) can close the gate of a slot the action does not drive
 
 
 class SlotDynamics:
@@ -27,7 +29,7 @@ class SlotDynamics:
         b, k = pos.shape[:2]
         present = self.active[None] * seen                                       # (B,K)
         ident = self.ident.expand(b, k, k)
-        gated = a[:, None, :] * torch.sigmoid(self.action_gate)[None, :, None]
+        gated = a[:, None, :] * self.action_gates()[None, :, None]
         own_in = torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)
         vel = vel + self._less_at_rest(self.own, own_in, (slice(2, 4), slice(4 + k, None))) * VEL_SCALE
         ahead = pos + vel
@@ -42,6 +44,10 @@ class SlotDynamics:
         vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
         vel = vel * present[..., None]
         return pos + vel, vel
+
+    def action_gates(self) -> torch.Tensor:
+        """(K,) how much of the action reaches each slot's own motion, in [0, 1]."""
+        return torch.sigmoid(GATE_GAIN * self.action_gate)
 
     def _contact_range(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """The contact range (image units) of the pairs (i, j): the learned ``reach``, or with ``touch_floor``

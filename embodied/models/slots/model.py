@@ -222,7 +222,7 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         l_prop = (((self.proprio_head(feats) - p) ** 2) * pmask).mean() if self.proprio_dim else r.new_zeros(())
         l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else r.new_zeros(())
         i, j = self.pairs
-        l_sparse = torch.sigmoid(self.action_gate)[self.active > 0].sum() + self.reach[i, j].clamp(min=0).sum()
+        l_sparse = self.action_gates()[self.active > 0].sum() + self.reach[i, j].clamp(min=0).sum()
         total = (c.pos_weight * (l_pos + l_loc) + c.pixel_weight * l_pix + c.reward_weight * l_rew
                  + c.proprio_weight * l_prop + c.object_weight * l_obj + c.sparsity_weight * l_sparse)
         with torch.no_grad():
