@@ -16,6 +16,10 @@ A factor of variation given as a range [low, high] takes its own value in each
 episode, drawn by a generator of the episode's seed alone (the same seeds give
 the same values, whichever worker records them); the worker builds its env
 anew for each such episode.
+
+``actions=False`` (``--no-actions``) records action-free episodes, as a camera
+watching a robot would: the policy acts in MuJoCo as usual, but its actions are
+not stored (the header says ``actions`` False; see :mod:`embodied.data`).
 """
 from __future__ import annotations
 
@@ -220,8 +224,11 @@ def record_episode(env, seed: int, policy: str) -> tuple[dict[str, np.ndarray], 
     return buffer.episode(seed, label)
 
 
-def _collect_one(out: str, seed: int, policy: str) -> int:
+def _collect_one(out: str, seed: int, policy: str, actions: bool = True) -> int:
     arrays, meta = record_episode(_episode_env(seed), seed, policy)
+    if not actions:
+        del arrays["action"]
+        meta["actions"] = False
     ranges = factor_ranges(_WORKER.get("factors", {}))
     if ranges:  # the header's factors hold the values used; these, what they were drawn from
         meta["factor_ranges"] = json.dumps(ranges, sort_keys=True)
@@ -269,7 +276,8 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_jobs(out: Path, seeds: list[int], policy: str, workers: int, init: tuple, progress: bool, desc: str) -> int:
+def _run_jobs(out: Path, seeds: list[int], policy: str, workers: int, init: tuple, progress: bool, desc: str,
+              actions: bool = True) -> int:
     """Record the episodes of ``seeds`` in ``workers`` processes; returns the frames recorded.
 
     At most two jobs per worker are queued at a time. On any error or
@@ -283,7 +291,7 @@ def _run_jobs(out: Path, seeds: list[int], policy: str, workers: int, init: tupl
     try:
         with _sigterm_as_interrupt():
             while True:
-                running |= {pool.submit(_collect_one, str(out), s, policy)
+                running |= {pool.submit(_collect_one, str(out), s, policy, actions)
                             for s in itertools.islice(todo, 2 * workers - len(running))}
                 if not running:
                     break
@@ -307,14 +315,14 @@ def _run_jobs(out: Path, seeds: list[int], policy: str, workers: int, init: tupl
 
 
 def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers: int = 2, size: int = 64,
-            seed: int = 0, progress: bool = True, factors: dict | None = None) -> dict:
+            seed: int = 0, progress: bool = True, factors: dict | None = None, actions: bool = True) -> dict:
     """Add ``episodes`` new episodes to the dataset at ``out``; returns the manifest and throughput.
 
     ``factors`` ({name: value, or a range [low, high] or ``"LOW..HIGH"``, checked
     against the task's declared factors of variation) changes the MuJoCo scene; a
     range gives each episode its own value (:func:`episode_factors`). The manifest
     records the setting, every episode header the values it used (and the ranges
-    they came from), and a dataset holds episodes of one setting only.
+    they came from), and a dataset holds episodes of one setting only. ``actions=False`` stores no actions.
     The manifest is rewritten from the episode headers at the end, also after an
     error or an interrupt, so it lists exactly the finished episodes.
     """
@@ -329,7 +337,8 @@ def collect(task: str, episodes: int, out: Path, policy: str = "mixed", workers:
     start = time.perf_counter()
     try:
         frames = _run_jobs(out, seeds, policy, workers, (task, task_class(task), size, os.getpid(),
-                                                         spec.get("factors")), progress, f"collect {spec['task']}")
+                                                         spec.get("factors")), progress, f"collect {spec['task']}",
+                           actions)
     except BaseException:
         if (out / "episodes").is_dir():  # best effort: a later load rebuilds it anyway (data.reconcile_manifest)
             with contextlib.suppress(OSError, UserError):

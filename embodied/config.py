@@ -40,6 +40,8 @@ class DataConfig:
     path: str                          # dataset folder made by `embodied collect`
     heldout_fraction: float = 0.1      # episodes held out by seed (stable split)
     max_episodes: int | None = None    # use only the first N episodes (debugging)
+    labelled_fraction: float = 1.0     # keep the actions of this share of the train episodes (a seeded subset)
+    label_seed: int = 0                # picks that subset (data.labelled_subset)
 
 
 @dataclass
@@ -61,6 +63,31 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0                   # torch CPU threads per process; 0: (cores - 1) / processes, at least 1
     device: str = "auto"               # auto | cpu | cuda
+    pretrain_steps: int = 0            # the first N steps: every episode, actions unknown; then the labelled ones
+
+
+@dataclass
+class LatentActionsConfig:
+    """The ``latent_actions`` section: a latent action model learned from frames drives the world model
+    (:mod:`embodied.models.latent_actions`)."""
+
+    enabled: bool = False
+    steps: int = 1000        # the first N of train.steps train the latent action model; the rest the world model
+    code_dim: int = 0        # size of a latent action; 0: the dataset's action size
+    channels: int = 8        # conv width of its inverse-dynamics and forward models
+    pairs: int = 64          # frame pairs it trains on per step, drawn from the batch's windows
+    hidden: int = 128        # MLP width of the inverse dynamics' head and of the action -> code map
+    noise: float = 0.1       # Gaussian noise on the tanh-bounded code while it trains: the bottleneck
+    align: float = 0.0       # weight of a code -> action read-out on labelled windows (0: frames alone, as Genie)
+
+    def check(self, source: str, train_steps: int) -> None:
+        if not self.enabled:
+            return
+        check_range(source, {"latent_actions.steps": self.steps}, low=1, high=train_steps, below=True)
+        check_range(source, {"latent_actions.channels": self.channels, "latent_actions.hidden": self.hidden,
+                             "latent_actions.pairs": self.pairs}, low=1)
+        check_range(source, {"latent_actions.code_dim": self.code_dim, "latent_actions.noise": self.noise,
+                             "latent_actions.align": self.align}, low=0)
 
 
 @dataclass
@@ -95,6 +122,7 @@ class Config:
     train: TrainConfig
     plugins: list[str] = field(default_factory=list)  # modules imported first (they may register models)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    latent_actions: LatentActionsConfig = field(default_factory=LatentActionsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,6 +132,13 @@ class Config:
             raise UserError(f"config key 'model.arch' is missing from {source}; set it, e.g. model.arch=recurrent")
         _check_values(self, source)
         self.rounds.check(source)
+        self.latent_actions.check(source, self.train.steps)
+        if self.latent_actions.enabled and self.train.pretrain_steps:
+            raise UserError(f"latent_actions.enabled and train.pretrain_steps in {source} are two recipes for "
+                            "action-free data; pick one (train.pretrain_steps=0 or latent_actions.enabled=false)")
+        if self.rounds.rounds and (self.latent_actions.enabled or self.train.pretrain_steps):
+            raise UserError(f"on-policy rounds in {source} fine-tune on labelled episodes only; run them without "
+                            "latent_actions.enabled or train.pretrain_steps")
 
 
 def _type_name(tp) -> str:
@@ -341,3 +376,6 @@ def _check_values(cfg: Config, source: str) -> None:
         raise UserError(f"train.device = {t.device!r} in {source} must be auto, cpu or cuda")
     if not 0.0 < cfg.data.heldout_fraction < 1.0:
         raise UserError(f"data.heldout_fraction = {cfg.data.heldout_fraction} in {source} must be between 0 and 1")
+    check_range(source, {"data.labelled_fraction": cfg.data.labelled_fraction}, low=0, high=1, above=True)
+    check_range(source, {"data.label_seed": cfg.data.label_seed}, low=0)
+    check_range(source, {"train.pretrain_steps": t.pretrain_steps}, low=0, high=t.steps, below=True)

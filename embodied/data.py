@@ -20,6 +20,12 @@ so a truncated or corrupted file is caught on load. safetensors was chosen
 over HDF5/Minari/npz: no pickle, memory-mappable, readable from numpy, torch
 and Rust, and dependency-light (Minari's writer pulls jax).
 
+An action-free episode (video whose actions were not recorded: ``embodied
+collect --no-actions``) has ``actions`` "False" in its header and no ``action``
+array; its manifest row says ``"actions": false``. A :class:`Dataset` keeps such
+episodes apart (``Dataset.unlabelled``, actions None), with the train episodes
+that ``labelled_fraction`` leaves out, so nothing that needs actions sees them.
+
 Loading checks the manifest and every episode with :mod:`embodied.dataset_checks`
 and rebuilds a manifest that disagrees with the folder from the episode headers.
 """
@@ -30,7 +36,7 @@ import hashlib
 import json
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +106,9 @@ def _row(path: Path, meta: dict) -> dict:
         raise bad_episode(path, "header has no integer 'seed' and 'length'") from None
     if path.name != EPISODE_NAME.format(seed):
         raise bad_episode(path, f"header seed {seed} does not match the file name")
-    return {"file": f"episodes/{path.name}", "seed": seed, "policy": meta.get("policy", ""), "length": length,
-            "success": meta.get("success") == "True"}
+    row = {"file": f"episodes/{path.name}", "seed": seed, "policy": meta.get("policy", ""), "length": length,
+           "success": meta.get("success") == "True"}
+    return row | ({"actions": False} if meta.get("actions") == "False" else {})
 
 
 def episode_files(root: Path) -> list[Path]:
@@ -139,6 +146,19 @@ def check_dataset_task(root: Path, task: str, flag: str = "--out", size: int | N
 def is_heldout(seed: int, fraction: float = 0.1) -> bool:
     """Stable train/held-out split by episode seed: adding episodes never moves old ones."""
     return (seed * 2654435761 % 2**32) / 2**32 < fraction
+
+
+def labelled_subset(seeds: list[int], fraction: float, label_seed: int = 0) -> set[int]:
+    """The seeds of ``round(fraction * n)`` episodes (at least one) whose actions are kept, picked by ``label_seed``.
+
+    Each seed is ranked by a hash of (label_seed, seed), so the same call gives the
+    same subset, and smaller fractions give subsets of larger ones (5% within 10% within 25%).
+    """
+    def rank(seed: int) -> bytes:
+        return hashlib.sha256(f"{label_seed}:{seed}".encode()).digest()
+
+    keep = max(1, round(fraction * len(seeds))) if seeds else 0
+    return set(sorted(seeds, key=rank)[:keep])
 
 
 def episode_rows(root: Path, spec: dict) -> list[dict]:
@@ -255,13 +275,18 @@ class Episode:
     seed: int
     frames: torch.Tensor     # (T+1, H, W, 3) uint8
     proprio: torch.Tensor    # (T+1, P) float32
-    actions: torch.Tensor    # (T, A) float32
+    actions: torch.Tensor | None  # (T, A) float32; None: action-free (unlabelled)
     rewards: torch.Tensor    # (T,) float32
     sim_states: np.ndarray   # (T+1, S) float64
     objects: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return self.actions.shape[0]
+        return self.rewards.shape[0]
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the episode's actions are known."""
+        return self.actions is not None
 
 
 def _objects_in_manifest_order(arrays: dict, manifest: dict) -> dict[str, np.ndarray]:
@@ -273,15 +298,23 @@ def _objects_in_manifest_order(arrays: dict, manifest: dict) -> dict[str, np.nda
 
 
 class Dataset:
-    """An episode dataset held in memory, split by seed into train and held-out episodes."""
+    """An episode dataset held in memory, split by seed into train and held-out episodes.
+
+    ``train``, ``heldout`` and ``episodes`` (the two together) hold labelled episodes only;
+    ``unlabelled`` holds the action-free ones and the train episodes left out by
+    ``labelled_fraction`` (:func:`labelled_subset`), with their actions dropped.
+    """
 
     def __init__(self, root: Path, task: str | None = None, heldout_fraction: float = 0.1,
-                 max_episodes: int | None = None):
+                 max_episodes: int | None = None, labelled_fraction: float = 1.0, label_seed: int = 0):
         if max_episodes is not None and max_episodes < 0:
             raise ValueError(f"max_episodes={max_episodes} is negative; pass at least 1 (or 0 for all episodes)")
         if not 0 <= heldout_fraction < 1:
             raise ValueError(f"heldout_fraction={heldout_fraction} is not in [0, 1); "
                              "e.g. 0.1 holds out 10% of episodes")
+        if not 0 < labelled_fraction <= 1:
+            raise ValueError(f"labelled_fraction={labelled_fraction} is not in (0, 1]; e.g. 0.1 keeps the actions "
+                             "of 10% of the train episodes")
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if task is not None and self.manifest["task"] != task:
@@ -293,19 +326,32 @@ class Dataset:
             raise UserError(f"{self.root}: dataset has no episodes; run `embodied collect --out {self.root}`")
         if max_episodes:
             rows = rows[:max_episodes]
-        self.episodes = [self._load(self.root / r["file"]) for r in rows]
-        self.train = [e for e in self.episodes if not is_heldout(e.seed, heldout_fraction)]
-        self.heldout = [e for e in self.episodes if is_heldout(e.seed, heldout_fraction)]
+        loaded = [self._load(self.root / r["file"]) for r in rows]
+        self.unlabelled = [e for e in loaded if not e.labelled]
+        labelled = [e for e in loaded if e.labelled]
+        if not labelled:
+            raise UserError(f"{self.root}: every episode is action-free; a world model needs some with actions: "
+                            f"run `embodied collect --out {self.root}` without --no-actions")
+        self.train = [e for e in labelled if not is_heldout(e.seed, heldout_fraction)]
+        self.heldout = [e for e in labelled if is_heldout(e.seed, heldout_fraction)]
         if not self.heldout:  # tiny datasets: keep at least one held-out episode
             self.heldout = self.train[-1:]
             self.train = self.train[:-1] or self.heldout
+        if labelled_fraction < 1:
+            keep = labelled_subset([e.seed for e in self.train], labelled_fraction, label_seed)
+            self.unlabelled += [replace(e, actions=None) for e in self.train if e.seed not in keep]
+            self.unlabelled.sort(key=lambda e: e.seed)
+            self.train = [e for e in self.train if e.seed in keep]
+        used = {id(e) for e in self.train + self.heldout}
+        self.episodes = [e for e in labelled if id(e) in used]
 
     def _load(self, path: Path) -> Episode:
         """One episode whose header :func:`reconcile_manifest` checked; its checksum and values are checked here."""
         a, meta = read_episode(path)
         check_episode_values(path, a)
+        actions = torch.from_numpy(a["action"]) if "action" in a else None
         return Episode(seed=int(meta["seed"]), frames=torch.from_numpy(a["observation.image"]),
-                       proprio=torch.from_numpy(a["observation.state"]), actions=torch.from_numpy(a["action"]),
+                       proprio=torch.from_numpy(a["observation.state"]), actions=actions,
                        rewards=torch.from_numpy(a["reward"]), sim_states=a["sim_state"],
                        objects=_objects_in_manifest_order(a, self.manifest))
 
@@ -327,12 +373,21 @@ class WindowSampler:
     and the T-1 rewards of arriving at frames 1..T-1; when every episode has
     object tracks, also their planar world positions (T, K, 2) in the
     dataset's object order (a training-only signal: models never read it when
-    they predict or plan).
+    they predict or plan). With ``actions=False`` windows come from every
+    episode, labelled or not, and hold no actions; else only from labelled
+    episodes (unlabelled ones are skipped), so a loss that reads actions never
+    gets a window without them.
     """
 
-    def __init__(self, episodes: list[Episode], length: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, episodes: list[Episode], length: int, rank: int = 0, world_size: int = 1,
+                 actions: bool = True):
         if length < 2:
             raise ValueError(f"window length {length} is below 2 frames (one step); set train.seq_len to at least 2")
+        if actions and episodes and not any(e.labelled for e in episodes):
+            raise UserError(f"none of the {len(episodes)} episodes has actions, and these windows need them; "
+                            "collect episodes without --no-actions or raise data.labelled_fraction")
+        self.actions = actions
+        episodes = [e for e in episodes if e.labelled or not actions]
         shard = episodes[rank::world_size] or episodes
         self.episodes = [e for e in shard if len(e) >= length - 1]
         if not self.episodes:
@@ -347,9 +402,12 @@ class WindowSampler:
                                          .astype(np.float32)) for e in self.episodes] if self.object_names else []
 
     def sample(self, batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """frames (B,T,H,W,3) uint8, proprio (B,T,P), actions (B,T-1,A), rewards (B,T-1)[, objects (B,T,K,2)]."""
+        """frames (B,T,H,W,3) uint8, proprio (B,T,P), actions (B,T-1,A) (unless ``actions=False``), rewards (B,T-1)
+        [, objects (B,T,K,2)]."""
         idx = rng.choice(len(self.episodes), size=batch, p=self._probs)
         out = {"frames": [], "proprio": [], "actions": [], "rewards": []}
+        if not self.actions:
+            del out["actions"]
         if self.object_names:
             out["objects"] = []
         for i in idx:
@@ -357,7 +415,8 @@ class WindowSampler:
             t = int(rng.integers(0, len(ep) - self.length + 2))
             out["frames"].append(ep.frames[t:t + self.length])
             out["proprio"].append(ep.proprio[t:t + self.length])
-            out["actions"].append(ep.actions[t:t + self.length - 1])
+            if self.actions:
+                out["actions"].append(ep.actions[t:t + self.length - 1])
             out["rewards"].append(ep.rewards[t:t + self.length - 1])
             if self.object_names:
                 out["objects"].append(self._tracks[i][t:t + self.length])

@@ -30,12 +30,25 @@ def bad_episode(path: Path, what: str) -> UserError:
     return UserError(f"{path}: {what}; re-collect this episode or remove it")
 
 
+def stores_actions(path: Path, meta: dict) -> bool:
+    """Whether an episode stores its actions: False for an action-free one (header ``actions`` "False", no
+    ``action`` array: video whose actions were not recorded)."""
+    flag = meta.get("actions", "True")
+    if flag not in ("True", "False"):
+        raise bad_episode(path, f"header 'actions' is {flag!r}, not True or False")
+    return flag == "True"
+
+
 def check_episode_header(path: Path, meta: dict, shapes: dict, spec: dict) -> None:
     """Refuse an episode whose keys, dtypes, shapes or lengths disagree with the dataset ``spec``.
 
     ``meta`` and ``shapes`` come from the file's header
-    (:func:`embodied.data.read_episode_header`); no array is read.
+    (:func:`embodied.data.read_episode_header`); no array is read. An action-free
+    episode (:func:`stores_actions`) has every array but ``action``.
     """
+    labelled = stores_actions(path, meta)
+    if not labelled and "action" in shapes:
+        raise bad_episode(path, "header says actions False (action-free) but the file holds an 'action' array")
     if meta.get("task") != spec["task"]:
         raise bad_episode(path, f"episode is for task {meta.get('task')!r}, the dataset is {spec['task']!r}")
     objects = sorted(o["name"] for o in spec["objects"])
@@ -46,7 +59,10 @@ def check_episode_header(path: Path, meta: dict, shapes: dict, spec: dict) -> No
     rows = {"action": (spec["action_dim"],), "observation.image": tuple(spec["image_size"]),
             "observation.state": (spec["proprio_dim"],), "reward": (), "terminated": (),
             "sim_state": state[1:] if len(state) == 2 else None} | {f"objects.{n}": (3,) for n in objects}
-    action = shapes["action"][0] if "action" in shapes else ()
+    if not labelled:
+        del rows["action"]
+    counted = "action" if labelled else "reward"  # the per-step array that gives the episode's length
+    action = shapes[counted][0] if counted in shapes else ()
     steps = action[0] if action else 0
     for key, row in rows.items():
         if key not in shapes:
@@ -97,7 +113,7 @@ def check_episode_values(path: Path, arrays: dict[str, np.ndarray]) -> None:
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             step = int(np.argwhere(~np.isfinite(a))[0][0])
             raise bad_episode(path, f"{key} is NaN or infinite at step {step}")
-    worst = float(np.abs(arrays["action"]).max())
+    worst = float(np.abs(arrays["action"]).max()) if "action" in arrays else 0.0
     if worst > 1.0:
         raise bad_episode(path, f"action reaches {worst:.3g}, outside [-1, 1] (actions are stored normalised)")
 

@@ -203,6 +203,10 @@ def export_lerobot(dataset_dir, out_dir, fps: float | None = None, progress: boo
     rows = manifest["episodes"]
     if not rows:
         raise UserError(f"{root}: dataset has no episodes; run `embodied collect --out {root}`")
+    free = [r["file"] for r in rows if r.get("actions") is False]
+    if free:
+        raise UserError(f"{root}: {len(free)} episodes are action-free ({free[0]}, ...) and LeRobot stores an action "
+                        "per frame; export a dataset whose episodes all have actions")
     features = _features(manifest)
     task = manifest["task"]
     episodes, stats, total = [], [], 0

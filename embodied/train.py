@@ -18,6 +18,9 @@ Under ``torchrun`` (env RANK / WORLD_SIZE) each process trains on its own shard
 of the training episodes with DistributedDataParallel (gloo on CPU, nccl on
 GPU); ``train.batch`` is the global batch, split over the processes; only
 rank 0 writes files.
+
+Episodes without actions are left out unless a recipe for them is on
+(``latent_actions.enabled`` or ``train.pretrain_steps``; :mod:`embodied.action_free`).
 """
 from __future__ import annotations
 
@@ -25,14 +28,16 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from embodied import checkpoint
+from embodied.action_free import batches, model_config, phase_start, recipe_metrics
 from embodied.config import Config
-from embodied.data import Dataset, WindowSampler
+from embodied.data import Dataset
 from embodied.io import atomic_write_json
 from embodied.errors import UserError
 from embodied.threads import default_threads
@@ -45,8 +50,12 @@ def dataset_spec(manifest: dict) -> dict:
     return {k: v for k, v in manifest.items() if k not in SPEC_SKIP}
 
 
-def lr_at(step: int, cfg) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+def lr_at(step: int, cfg, phase: int = 0) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``; with ``phase`` > 0, one
+    such schedule over steps [0, phase) and another over [phase, steps)."""
+    if phase:
+        step, cfg = (step, replace(cfg, steps=phase)) if step < phase else \
+            (step - phase, replace(cfg, steps=cfg.steps - phase))
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -84,8 +93,8 @@ def _finite(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _check_resume_model(cfg: Config, saved: dict, out: Path) -> None:
-    for key, value in cfg.model.items():
+def _check_resume_model(model_cfg: dict, saved: dict, out: Path) -> None:
+    for key, value in model_cfg.items():
         if key in saved["model"] and saved["model"][key] != value:
             raise UserError(f"{out}: resuming a run whose checkpoint has model.{key}={saved['model'][key]!r} "
                             f"with model.{key}={value!r}; resume with the same model settings or start a new run "
@@ -112,9 +121,11 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
     batch_per_rank = t.batch // world
 
     ds = Dataset(Path(cfg.data.path), task=cfg.task, heldout_fraction=cfg.data.heldout_fraction,
-                 max_episodes=cfg.data.max_episodes)
+                 max_episodes=cfg.data.max_episodes, labelled_fraction=cfg.data.labelled_fraction,
+                 label_seed=cfg.data.label_seed)
     spec = dataset_spec(ds.manifest)
-    sampler = WindowSampler(ds.train, t.seq_len, rank, world)
+    draw, sampler = batches(cfg, ds, rank, world)
+    model_cfg, phase = model_config(cfg), phase_start(cfg)
 
     has_ckpt = (out / "config.json").exists()
     if has_ckpt and not resume:
@@ -123,13 +134,13 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
                         "or choose a new run folder with out=DIR")
     start, book = 0, {}
     if resume and has_ckpt:
-        _check_resume_model(cfg, checkpoint.read_config(out), out)
+        _check_resume_model(model_cfg, checkpoint.read_config(out), out)
         model = checkpoint.load(out, task=cfg.task, spec=spec, device=device)
     else:
         if resume and rank == 0:
             print(f"embodied train: {out} has no checkpoint yet, starting from step 0", file=sys.stderr)
         torch.manual_seed(t.seed)
-        model = build_model(dict(cfg.model), spec).to(device)
+        model = build_model(model_cfg, spec).to(device)
         model.fit_data(sampler.sample(max(64, batch_per_rank), np.random.default_rng([t.seed, 2**31])))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -167,6 +178,7 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
     def run_eval(step: int) -> dict:
         res = evaluate(model, ds.heldout, spec.get("objects", []), t.eval_horizons, t.eval_windows, seed=t.seed,
                        video_path=out / "videos" / f"step_{step:07d}.mp4", videos=t.videos)
+        res.update(recipe_metrics(model, ds, cfg))
         for k, v in res.items():
             if isinstance(v, float) and math.isfinite(v):
                 writer.add_scalar(k.replace(".", "/", 1), v, step)
@@ -184,21 +196,22 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        print(f"embodied train: {arch} ({n_params / 1e6:.2f}M params) on {cfg.task}, {len(ds.train)} train / "
-              f"{len(ds.heldout)} held-out episodes, {world} process(es) on {device}, "
-              f"steps {start}->{t.steps}, run folder {out}", file=sys.stderr)
+        unlabelled = f" (+{len(ds.unlabelled)} without actions)" if ds.unlabelled else ""
+        print(f"embodied train: {arch} ({n_params / 1e6:.2f}M params) on {cfg.task}, "
+              f"{len(ds.train)} train{unlabelled} / {len(ds.heldout)} held-out episodes, "
+              f"{world} process(es) on {device}, steps {start}->{t.steps}, run folder {out}", file=sys.stderr)
     bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.task}_{arch}", unit="step",
                disable=rank != 0 or not progress, mininterval=1.0, dynamic_ncols=True)
     step = start
     try:
         for step in range(start, t.steps):
             tic = time.perf_counter()
-            lr = lr_at(step, t)
+            lr = lr_at(step, t, phase)
             for g in opt.param_groups:
                 g["lr"] = lr
             rng = np.random.default_rng([t.seed, rank, step])
             torch.manual_seed(int(rng.integers(2**62)))
-            batch = {k: v.to(device, non_blocking=True) for k, v in sampler.sample(batch_per_rank, rng).items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in draw(batch_per_rank, rng, step).items()}
             loss, logs = net(batch, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -22,6 +22,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
     parser.add_argument("--seed", type=int, default=0, help="first reset seed of a new dataset")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--no-actions", action="store_true",
+                        help="store no actions (video without labels: the policy still acts, its actions are not "
+                             "recorded); a dataset may mix such episodes with labelled ones")
     parser.add_argument("--fov", action="append", default=[], metavar="FACTOR=VALUE|LOW..HIGH",
                         help="record under a factor of variation the task declares (repeatable): a fixed value, e.g. "
                              "--fov block_mass=0.45, or a range each episode draws its value from uniformly (by its "
@@ -46,11 +49,13 @@ def check_args(args) -> None:
 def run(args) -> int:
     check_args(args)
     result = collect(args.task, args.episodes, args.out, args.policy, args.workers, args.size, args.seed,
-                     factors=args.factors)
+                     factors=args.factors, actions=not args.no_actions)
     m = result["manifest"]
+    free = sum(r.get("actions") is False for r in m["episodes"])
     factors = fov_args(m.get("factors", {}))
     under = f" under {', '.join(factors)}" if factors else ""
-    print(f"{args.out}: {m['episodes_total']} episodes, {m['steps_total']} steps of {m['task']}{under} "
+    print(f"{args.out}: {m['episodes_total']} episodes{f' ({free} action-free)' if free else ''}, "
+          f"{m['steps_total']} steps of {m['task']}{under} "
           f"(policies {m['policies']}, success {m['success_rate']:.0%}); "
           f"collected {result['frames']} frames in {result['wall_s']:.1f}s = {result['frames_per_s']:.0f} frames/s "
           f"with {result['workers']} workers")

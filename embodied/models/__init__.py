@@ -12,7 +12,9 @@ not from here; a trained model is loaded from its run folder with
 from __future__ import annotations
 
 from embodied.models.base import Abilities, State, WorldModel, cat_states, index_state, repeat_state, state_batch
+from embodied.models.latent_actions import LatentActionsModelConfig, LatentActionWorldModel
 from embodied.models.learned import config_from_dict
+from embodied.models.null_action import NullActionConfig, NullActionWorldModel
 from embodied.models.recurrent import RecurrentConfig, RecurrentWorldModel
 from embodied.models.slots import SlotsConfig, SlotsWorldModel
 from embodied.models.transformer import TransformerConfig, TransformerWorldModel
@@ -21,7 +23,11 @@ MODELS = {
     "recurrent": (RecurrentWorldModel, RecurrentConfig),
     "transformer": (TransformerWorldModel, TransformerConfig),
     "slots": (SlotsWorldModel, SlotsConfig),
+    # wrappers of any of the above, for action-free data (embodied.action_free): their `world` is the inner model
+    "latent_actions": (LatentActionWorldModel, LatentActionsModelConfig),
+    "null_action": (NullActionWorldModel, NullActionConfig),
 }
+WRAPPERS = ("latent_actions", "null_action")
 
 
 def build_model(model_cfg: dict | None, spec: dict) -> WorldModel:
@@ -37,7 +43,8 @@ def build_model(model_cfg: dict | None, spec: dict) -> WorldModel:
     return cls(config_from_dict(cfg_cls, model_cfg), spec)
 
 
-__all__ = ["MODELS", "build_model", "Abilities", "State", "WorldModel", "repeat_state", "index_state", "cat_states",
+__all__ = ["MODELS", "WRAPPERS", "build_model",
+           "Abilities", "State", "WorldModel", "repeat_state", "index_state", "cat_states",
            "state_batch", "RecurrentConfig", "RecurrentWorldModel", "TransformerConfig", "TransformerWorldModel",
            "SlotsConfig", "SlotsWorldModel"]
 

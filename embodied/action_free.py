@@ -1,0 +1,91 @@
+"""Training with episodes whose actions are unknown: the two recipes of `embodied train`, and their batches.
+
+A dataset's action-free episodes, and the train episodes that
+``data.labelled_fraction`` leaves unlabelled, are ``Dataset.unlabelled``. By
+default a run never sees them. Two recipes learn from them too:
+
+* ``latent_actions.enabled``: a latent action model learns from the frames of
+  every train episode, the world model learns on its codes, and a small MLP
+  maps real actions to codes, fit on the labelled windows
+  (:mod:`embodied.models.latent_actions`, arch ``latent_actions`` around
+  ``model``). Each batch: windows of every train episode without actions, plus
+  a quarter as many labelled windows under ``labelled.*`` keys.
+* ``train.pretrain_steps``: the first steps train ``model`` on windows of every
+  train episode without actions (a learned null action stands in,
+  :mod:`embodied.models.null_action`); the rest post-train it on the labelled
+  windows with their actions.
+
+Each recipe's second phase starts its own warm-up and cosine learning-rate
+schedule (:func:`phase_start`). Batches are drawn by step, so a resumed run
+draws what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from embodied.config import Config
+from embodied.data import Dataset, WindowSampler
+from embodied.errors import UserError
+from embodied.models import WRAPPERS
+from embodied.models.latent_actions import LABELLED, LatentActionWorldModel, latent_probe
+
+Draw = Callable[[int, np.random.Generator, int], dict]  # (windows, rng, step) -> batch
+
+
+def recipe(cfg: Config) -> str:
+    """``latent_actions``, ``pretrain`` or ``labelled`` (the labelled episodes alone)."""
+    if cfg.latent_actions.enabled:
+        return "latent_actions"
+    return "pretrain" if cfg.train.pretrain_steps else "labelled"
+
+
+def model_config(cfg: Config) -> dict:
+    """The model config a run builds: ``cfg.model``, wrapped when the recipe needs it."""
+    model = dict(cfg.model)
+    if model.get("arch") in WRAPPERS:
+        raise UserError(f"model.arch={model['arch']} is built by a recipe, not named: set model.arch to the world "
+                        "model's own (recurrent, transformer, slots) and latent_actions.enabled=true or "
+                        "train.pretrain_steps=N")
+    if recipe(cfg) == "latent_actions":
+        lam = {k: v for k, v in vars(cfg.latent_actions).items() if k != "enabled"}
+        return {"arch": "latent_actions", **lam, "world": model}
+    if recipe(cfg) == "pretrain":
+        return {"arch": "null_action", "world": model}
+    return model
+
+
+def phase_start(cfg: Config) -> int:
+    """The step where the recipe's second phase starts (0: a single phase)."""
+    return {"latent_actions": cfg.latent_actions.steps, "pretrain": cfg.train.pretrain_steps}.get(recipe(cfg), 0)
+
+
+def batches(cfg: Config, ds: Dataset, rank: int = 0, world: int = 1) -> tuple[Draw, WindowSampler]:
+    """How the run draws a training batch at each step, and the sampler of the batch ``model.fit_data`` sees."""
+    n = cfg.train.seq_len
+    labelled = WindowSampler(ds.train, n, rank, world)
+    kind = recipe(cfg)
+    if kind == "labelled":
+        return (lambda size, rng, step: labelled.sample(size, rng)), labelled
+    frames = WindowSampler(ds.train + ds.unlabelled, n, rank, world, actions=False)
+    if kind == "pretrain":
+        return (lambda size, rng, step: (frames if step < cfg.train.pretrain_steps else labelled).sample(size, rng)
+                ), frames
+
+    def mixed(size: int, rng: np.random.Generator, step: int) -> dict:
+        batch = frames.sample(size, rng)
+        return batch | {LABELLED + k: v for k, v in labelled.sample(max(1, size // 4), rng).items()}
+
+    return mixed, frames
+
+
+def recipe_metrics(model, ds: Dataset, cfg: Config) -> dict:
+    """What the run learned from: episode counts, and for latent actions the linear probe from code to action."""
+    kind = recipe(cfg)
+    if kind == "labelled" and not ds.unlabelled:
+        return {}
+    out = {"recipe": kind, "data.labelled_episodes": len(ds.train), "data.unlabelled_episodes": len(ds.unlabelled)}
+    if isinstance(model, LatentActionWorldModel):
+        out |= latent_probe(model, ds.train, ds.heldout, seed=cfg.train.seed)
+    return out
