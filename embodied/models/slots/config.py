@@ -23,6 +23,9 @@ class SlotsConfig:
     see_from: float = 0.6       # visibility (seen share of the usual size) below which a slot is not corrected
     see_full: float = 0.9       # ... above which it is fully corrected
     pos_weight: float = 100.0   # open-loop position error (image units)
+    one_step_weight: float = 0.0  # one dynamics step from every filtered frame of the window to the next (teacher
+                                  # forcing beside the open loop: a long open loop alone teaches a model unsure of a
+                                  # late bounce to slow every object down)
     pixel_weight: float = 1.0   # rendered frames (foreground-weighted MSE)
     reward_weight: float = 1.0
     proprio_weight: float = 1.0
@@ -42,7 +45,7 @@ class SlotsConfig:
 
     def __post_init__(self):
         check_fields(self, positive=("context", "memory", "slots", "sprite", "sprite_px", "hidden"),
-                     non_negative=("pos_weight", "pixel_weight", "reward_weight", "proprio_weight",
+                     non_negative=("pos_weight", "one_step_weight", "pixel_weight", "reward_weight", "proprio_weight",
                                    "object_weight", "sparsity_weight", "fg_weight"),
                      fractions=("proprio_dropout",))
         if not 0 < self.colour_tol < 1:

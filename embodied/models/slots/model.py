@@ -189,6 +189,8 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         pos_obs, weight = pos_obs.view(b, t, -1, 2), weight.view(b, t, -1)
         raw = self._raw_proprio(batch.get("proprio"), (b, t))
         l_loc = self._locate_loss(pos_obs, weight, p, d["pmask"], raw)
+        l_one = self._one_step_loss(*self._with_located(pos_obs, weight, p, d["pmask"], raw), a) \
+            if c.one_step_weight else pos_obs.new_zeros(())
         f_obs, f_weight = self._with_located(pos_obs[:, :ctx], weight[:, :ctx], p[:, :ctx], d["pmask"], raw[:, :ctx])
         f_pos, f_vel, f_known = self._filter(f_obs, f_weight, a)
         pos, vel, ol_p, ol_v = f_pos[:, -1], f_vel[:, -1], [], []
@@ -223,16 +225,29 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         l_obj = ((self.object_head(feats) - d["o"]) ** 2).mean() if self.object_names else r.new_zeros(())
         i, j = self.pairs
         l_sparse = self.action_gates()[self.active > 0].sum() + self.reach[i, j].clamp(min=0).sum()
-        total = (c.pos_weight * (l_pos + l_loc) + c.pixel_weight * l_pix + c.reward_weight * l_rew
-                 + c.proprio_weight * l_prop + c.object_weight * l_obj + c.sparsity_weight * l_sparse)
+        total = (c.pos_weight * (l_pos + l_loc) + c.one_step_weight * l_one + c.pixel_weight * l_pix
+                 + c.reward_weight * l_rew + c.proprio_weight * l_prop + c.object_weight * l_obj
+                 + c.sparsity_weight * l_sparse)
         with torch.no_grad():
             px = (((ol_p - pos_obs[:, ctx:]).norm(dim=-1) * g[..., 0]).sum() / (g.sum() + 1e-6)) * self.image_size / 2
             mse_last = ((rendered[:, -1].clamp(0, 1) - x[:, -1]) ** 2).mean()
         metrics = {"loss": total.item(), "pos": l_pos.item(), "pos_px": px.item(), "pixels": l_pix.item(),
                    "reward": l_rew.item(), "proprio": l_prop.item(), "objects": l_obj.item(),
-                   "sparsity": l_sparse.item(), "locate": l_loc.item(),
+                   "sparsity": l_sparse.item(), "locate": l_loc.item(), "one_step": l_one.item(),
                    "psnr_last": (-10 * torch.log10(mse_last + 1e-10)).item()}
         return total, metrics
+
+    def _one_step_loss(self, pos_obs: torch.Tensor, weight: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Position error of one dynamics step from each filtered frame of the window (B,T,K,2 observations,
+        B,T,K weights) to the next observation, where the object is seen whole in both frames."""
+        b, t, k = weight.shape
+        with torch.no_grad():
+            f_pos, f_vel, f_known = self._filter(pos_obs, weight, a)
+        nxt, _ = self._dynamics(f_pos[:, :-1].flatten(0, 1), f_vel[:, :-1].flatten(0, 1),
+                                a[:, :t - 1].flatten(0, 1), f_known[:, :-1].flatten(0, 1).float())
+        g = ((weight[:, 1:] >= 1) & (weight[:, :-1] >= 1) & f_known[:, :-1]).float()[..., None]
+        err = F.smooth_l1_loss(nxt.view(b, t - 1, k, 2), pos_obs[:, 1:], reduction="none", beta=0.02)
+        return (err * g).sum() / (2 * g.sum() + 1e-6)
 
     def _weighted_mse(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         extra = foreground_mask(pred.detach().clamp(0, 1), self.cfg.floor_rgb)
