@@ -542,3 +542,25 @@ def test_slots_update_is_one_filter_step_of_encode(spec, dataset):
         assert torch.allclose(state[key], whole[key], atol=1e-6), (key, (state[key] - whole[key]).abs().max())
     moved = model.update(state, torch.ones(3, 2), frames[:, -1], proprio[:, -1])
     assert not torch.allclose(moved["vel"], state["vel"])   # the filter step really uses the new frame
+
+
+def test_slots_one_step_loss_scores_one_dynamics_step_from_each_filtered_frame(spec, dataset):
+    """one_step_weight: from every filtered frame one dynamics step must land on the next observation. A model
+    that keeps velocity (its nets' last layers zeroed) scores small on real, smooth motion and large on the
+    same frames out of order, and the loss trains the own-motion net."""
+    model = _model("slots", spec, one_step_weight=100.0)
+    with torch.no_grad():
+        for net in (model.own, model.node):
+            net[-1].weight.zero_()
+            net[-1].bias.zero_()
+    batch = _batch(dataset, b=6, t=8, seed=6)
+    pos, weight = model.observe(batch["frames"].flatten(0, 1))
+    pos, weight = pos.view(6, 8, -1, 2), weight.view(6, 8, -1)
+    a = batch["actions"].float()
+    smooth = model._one_step_loss(pos, weight, a)
+    order = torch.tensor([0, 5, 2, 7, 1, 6, 3, 4])
+    shuffled = model._one_step_loss(pos[:, order], weight[:, order], a)
+    assert smooth * 10 < shuffled, (smooth, shuffled)
+    total, metrics = model.loss(batch)
+    total.backward()
+    assert metrics["one_step"] > 0 and model.own[-1].weight.grad.abs().sum() > 0
