@@ -185,7 +185,7 @@ def bench_planning(model_name: str, planner: str, task: str, actions: int, is_co
     from embodied.envs.context import ObsHistory
     from embodied.models.oracle import MujocoOracle
     from embodied.planners import make_planner
-    from embodied.planners.mpc import _update_inputs
+    from embodied.planners.mpc import update_inputs
 
     env = make_task(task, obs_type="pixels_proprio")
     model = MujocoOracle(task) if model_name == "mujoco" else _fitted_model(model_name, task)[0].eval()
@@ -204,7 +204,7 @@ def bench_planning(model_name: str, planner: str, task: str, actions: int, is_co
             if state is None or not streaming:
                 state = model.encode(**history.encode_inputs())
             else:
-                state = model.update(state, *_update_inputs(action, obs))
+                state = model.update(state, *update_inputs(action, obs))
             action = np.asarray(plan.plan(model, state)[0])
             elapsed = time.perf_counter() - start
             plan.advance(1)

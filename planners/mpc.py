@@ -71,7 +71,7 @@ def _imagined_frames(model: WorldModel, state: State, plan: torch.Tensor,
     return nexts, last
 
 
-def _update_inputs(action: np.ndarray, obs) -> tuple:
+def update_inputs(action: np.ndarray, obs) -> tuple:
     """``model.update`` arguments (batch 1) of an executed action and the observation it led to."""
     pixels, proprio = split_obs(obs)
     return (torch.as_tensor(np.asarray(action, np.float32))[None], torch.from_numpy(np.ascontiguousarray(pixels))[None],
@@ -151,7 +151,7 @@ def run_mpc(env, model: WorldModel, planner: Planner, episodes: int = 10, seed: 
                     if state is None or not streaming:
                         state = model.encode(**history.encode_inputs())
                     for done_action, done_obs in unseen:
-                        state = model.update(state, *_update_inputs(done_action, done_obs))
+                        state = model.update(state, *update_inputs(done_action, done_obs))
                     unseen.clear()
                     plan = planner.plan(model, state, goal)
                     dt = time.perf_counter() - t0

@@ -146,6 +146,17 @@ class WorldModel(torch.nn.Module, ABC):
         raise self._missing("update")
 
     @torch.no_grad()
+    def predict(self, frames_ctx: torch.Tensor, proprio_ctx: torch.Tensor | None, actions_ctx: torch.Tensor,
+                future_actions: torch.Tensor) -> torch.Tensor:
+        """Open-loop prediction from real context: (B,H,h,w,3) uint8 frames, one per future action."""
+        state = self.encode(frames_ctx, actions_ctx, proprio_ctx)
+        out = []
+        for t in range(future_actions.shape[1]):
+            state = self.step(state, future_actions[:, t])
+            out.append(self.decode(state))
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
     def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
         """Step every sequence in ``actions`` (B,H,A) from ``state``; returns final state and (B,H) rewards."""
         state = repeat_state(state, actions.shape[0])

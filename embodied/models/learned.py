@@ -244,15 +244,3 @@ class LearnedWorldModel(WorldModel):
     def _decode_feat(self, feat: torch.Tensor, state: dict) -> torch.Tensor:
         ref = frames_to_float(state["ref"]) if self.cfg.composite else None
         return float_to_frames(self._render(feat, ref))
-
-    # -- convenience for evaluation -----------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, frames_ctx: torch.Tensor, proprio_ctx: torch.Tensor | None, actions_ctx: torch.Tensor,
-                future_actions: torch.Tensor) -> torch.Tensor:
-        """Open-loop prediction from real context: (B,H,h,w,3) uint8 frames, one per future action."""
-        state = self.encode(frames_ctx, actions_ctx, proprio_ctx)
-        out = []
-        for t in range(future_actions.shape[1]):
-            state = self.step(state, future_actions[:, t])
-            out.append(self.decode(state))
-        return torch.stack(out, dim=1)

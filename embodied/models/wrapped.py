@@ -99,14 +99,3 @@ class WrappedWorldModel(WorldModel):
 
     def readout(self, state: State) -> torch.Tensor:
         return self.world.readout(state)
-
-    @torch.no_grad()
-    def predict(self, frames_ctx: torch.Tensor, proprio_ctx: torch.Tensor | None, actions_ctx: torch.Tensor,
-                future_actions: torch.Tensor) -> torch.Tensor:
-        """Open-loop prediction from real context: (B,H,h,w,3) uint8 frames, one per future real action."""
-        state = self.encode(frames_ctx, actions_ctx, proprio_ctx)
-        out = []
-        for t in range(future_actions.shape[1]):
-            state = self.step(state, future_actions[:, t])
-            out.append(self.decode(state))
-        return torch.stack(out, dim=1)
