@@ -28,6 +28,9 @@ ARCHS = ("slots", "recurrent", "transformer")
 CONTENDED = ("slots", "recurrent")  # the archs measured also beside a busy process (and in --quick)
 TASKS = ("reach", "push", "occlusion")
 PLAN_THREADS = 1  # the torch threads `embodied plan` plans with
+# the amortised end of the planner dial (README, "Amortised planning"): CEM one step deep around a policy prior,
+# scored with the prior's critic beyond it
+AMORTISED = {"horizon": 1, "samples": 16, "iterations": 1, "elites": 4, "terminal_value": 1.0}
 
 
 def _median_rate(fn, units: int, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -170,12 +173,36 @@ def bench_imagination(arch: str, task: str, batches: list[int], horizon: int, th
     return out
 
 
+def _untrained_prior(model):
+    """A policy prior as `embodied policy train` makes one (SB3 SAC, its default network) on the model's latent
+    observations, untrained: what it costs does not depend on its weights."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from stable_baselines3 import SAC
+
+    from embodied.envs.imagined.core import vector_observation
+    from embodied.planners.prior import PolicyPrior, sb3_critic
+    from embodied.policies.agents import SACSettings
+
+    state = model.encode(torch.zeros(1, model.context, model.image_size, model.image_size, 3, dtype=torch.uint8),
+                         torch.zeros(1, model.context - 1, model.action_dim),
+                         torch.zeros(1, model.context, model.proprio_dim))
+    spaces = gym.Env()
+    spaces.observation_space = gym.spaces.Box(-np.inf, np.inf, (vector_observation(model, state).shape[1],), np.float32)
+    spaces.action_space = gym.spaces.Box(-1.0, 1.0, (model.action_dim,), np.float32)
+    agent = SAC("MlpPolicy", spaces, buffer_size=1, seed=0, device="cpu",
+                policy_kwargs={"net_arch": list(SACSettings().net_arch)})
+    return PolicyPrior(agent, "latent", label="untrained SAC", critic=sb3_critic(agent))
+
+
 def bench_planning(model_name: str, planner: str, task: str, actions: int, is_contended: bool = False) -> dict:
     """Milliseconds per planned action in an MPC loop (state estimate + warm-started plan) at default settings.
 
     As in :func:`embodied.planners.mpc.run_mpc`, a model with ``abilities.update``
     is encoded once and then updated with each new observation; the others
-    re-encode their context window every action.
+    re-encode their context window every action. ``planner`` "amortised" is CEM
+    with a policy prior at the ``AMORTISED`` settings, "policy" the prior alone.
     """
     _setup_process(PLAN_THREADS)
     import numpy as np
@@ -189,7 +216,12 @@ def bench_planning(model_name: str, planner: str, task: str, actions: int, is_co
 
     env = make_task(task, obs_type="pixels_proprio")
     model = MujocoOracle(task) if model_name == "mujoco" else _fitted_model(model_name, task)[0].eval()
-    plan = make_planner(planner, task=task)
+    if planner in ("amortised", "policy"):
+        prior = _untrained_prior(model)
+        plan = make_planner("cem", task=task, prior=prior, **AMORTISED) if planner == "amortised" else \
+            make_planner("policy", task=task, prior=prior, horizon=1)
+    else:
+        plan = make_planner(planner, task=task)
     history = ObsHistory(model.max_context, model.action_dim)
     oracle, streaming = model.abilities.simulator_state, model.abilities.update
 
@@ -288,6 +320,8 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
         jobs += [(f"planning.{planner}.{m}", bench_planning, (m, planner, task, n_actions,
                                                                planner == "cem" and m in CONTENDED))
                  for m in (*archs, "mujoco")]
+    jobs += [(f"planning.{planner}.{a}", bench_planning, (a, planner, task, n_actions))
+             for planner in ("amortised", "policy") for a in CONTENDED]
     jobs += [(f"training.{a}", bench_training, (a, task, iters, repeats, threads, a in CONTENDED)) for a in archs]
     jobs += [(f"training.{a}.all_cores", bench_training, (a, task, iters, repeats, all_cores, True)) for a in CONTENDED]
     results: dict = {}
@@ -302,6 +336,10 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
         f"imagine_over_mujoco_b{b}": max(ratios.values()),
         f"imagine_over_mujoco_b{b}_per_arch": ratios,
         "cem_ms_per_action_median": results["planning.cem.recurrent"]["ms_per_action_median"],
+        "amortised_ms_per_action_median": {a: results[f"planning.amortised.{a}"]["ms_per_action_median"]
+                                           for a in CONTENDED},
+        "amortised_over_oracle_cem": {a: results[f"planning.amortised.{a}"]["ms_per_action_median"]
+                                      / results["planning.cem.mujoco"]["ms_per_action_median"] for a in CONTENDED},
         "contended_over_idle": {k: v["contended_over_idle"] for k, v in results.items() if "contended_over_idle" in v},
         "task": task, "quick": quick,
         "machine": {"cpus": all_cores, "torch_threads": threads, "plan_threads": PLAN_THREADS,
@@ -336,11 +374,14 @@ def markdown_table(bench: dict) -> str:
         if k.startswith("imagine_over_mujoco") and k.endswith("per_arch"):
             lines.append(f"| imagination / MuJoCo ({task}, {k.split('_')[3]}) | "
                          + ", ".join(f"{a}: {x:.1f}x" for a, x in v.items()) + " |")
+    labels = {"cem": "CEM", "mppi": "MPPI", "amortised": "CEM h1 16x1 + prior + critic", "policy": "policy prior alone"}
     for name, m in r.items():
         if name.startswith("planning."):
             _, planner, model = name.split(".")
-            lines.append(f"| {planner.upper()} ms/action, {model} (median / p95) | "
+            lines.append(f"| {labels[planner]} ms/action, {model} (median / p95) | "
                          f"{m['ms_per_action_median']:.1f} / {m['ms_per_action_p95']:.1f} |")
+    for a, ratio in bench.get("amortised_over_oracle_cem", {}).items():
+        lines.append(f"| CEM h1 16x1 + prior + critic, {a} / MuJoCo CEM, ms per action | {ratio:.2f}x |")
     for name, m in r.items():
         if name.startswith("training."):
             lines.append(f"| {name.split('.')[1]} training (batch {m['batch']} x {m['seq_len']}, "

@@ -25,7 +25,10 @@ call first rolls the policy out in imagination. Its noise-free sequence is the
 starting proposal; ``round(prior_share * samples)`` of its rollouts (noise std
 ``prior_std``) and the previous plan, shifted, join the candidates of every
 iteration (:meth:`Planner.start`), taking the place of sampled ones. With
-no prior nothing changes, bit for bit.
+no prior nothing changes, bit for bit. ``terminal_value`` > 0 adds that
+weight times the prior's critic value of each sequence's final state
+(discounted by ``discount ** horizon``) to its score, as TD-MPC2 does: a short
+horizon then still sees what lies beyond it.
 """
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ class PlannerSettings:
     warm_start: bool = True      # start from the previous plan, shifted
     prior_share: float = 0.25    # with a policy prior: the share of candidates it proposes
     prior_std: float = 0.3       # with a policy prior: std of the noise on its proposals (one stays noise-free)
+    terminal_value: float = 0.0  # with a policy prior: weight of its critic's value of the final state in the score
     select: str = "mean"         # CEM/MPPI: return the refitted "mean" or the "best" sequence scored
     action_low: float = -1.0
     action_high: float = 1.0
@@ -91,6 +95,8 @@ class PlannerSettings:
             raise ValueError(f"planner setting prior_share={self.prior_share} must be in [0, 1]")
         if not self.prior_std >= 0:
             raise ValueError(f"planner setting prior_std={self.prior_std} must be >= 0")
+        if not self.terminal_value >= 0:
+            raise ValueError(f"planner setting terminal_value={self.terminal_value} must be >= 0")
 
     @property
     def cost_per_plan(self) -> int:
@@ -237,6 +243,10 @@ class Planner:
         if s.discount != 1.0:
             rewards = rewards * s.discount ** torch.arange(rewards.shape[1], dtype=torch.float32)
         total = rewards.sum(dim=1)
+        if s.terminal_value:
+            if self.prior is None:
+                raise ValueError("planner setting terminal_value needs a policy prior with a critic (--prior POLICY)")
+            total = total + s.terminal_value * s.discount ** rewards.shape[1] * self.prior.value(model, final)
         if s.objective == "goal":
             dist = torch.as_tensor(model.goal_distance(final, goal), dtype=torch.float32).reshape(-1)
             total = -s.goal_weight * dist + s.reward_weight * total

@@ -7,6 +7,10 @@ N observations (the model's latent or read-out vector, as the policy saw it in t
 noise of std ``noise_std`` to each action, and the policy reacts to the states that noise leads to.
 No simulator is involved.
 
+With a ``critic`` (an SB3 agent's own: ``min_i Q_i(s, pi(s))`` for SAC, ``V(s)`` for PPO),
+:meth:`PolicyPrior.value` scores where a plan ends, as TD-MPC2 bootstraps its short horizon with the
+learned value (the planners' ``terminal_value`` setting).
+
 :func:`load_prior` loads a folder or zip written by ``embodied policy train`` with the loader of
 ``embodied policy rank`` (SB3's own ``load``; algorithm and observations from the run's policy.json).
 """
@@ -22,16 +26,27 @@ from embodied.models.base import State, WorldModel, repeat_state
 
 
 class PolicyPrior:
-    """``agent`` (anything with SB3's ``predict(obs, deterministic=True)``) acting on ``obs`` vectors."""
+    """``agent`` acting on ``obs`` vectors: an SB3 algorithm (its policy network called directly), or anything
+    with SB3's ``predict(obs, deterministic=True)``; ``critic`` (obs (B, D) -> (B,)) scores states, if given."""
 
-    def __init__(self, agent, obs: str = "latent", label: str = "policy"):
-        self.agent, self.obs, self.label = agent, obs, label
+    def __init__(self, agent, obs: str = "latent", label: str = "policy", critic=None):
+        self.agent, self.obs, self.label, self.critic = agent, obs, label, critic
+        self._policy = sb3_policy(agent)
 
     def act(self, model: WorldModel, state: State) -> torch.Tensor:
         """The policy's deterministic actions (B, A) in a batch of model states."""
-        obs = vector_observation(model, state, self.obs).cpu().numpy()
-        action = self.agent.predict(obs, deterministic=True)[0]
+        obs = vector_observation(model, state, self.obs)
+        if self._policy is not None:
+            return sb3_actions(self._policy, obs)
+        action = self.agent.predict(obs.cpu().numpy(), deterministic=True)[0]
         return torch.as_tensor(action, dtype=torch.float32).reshape(obs.shape[0], -1)
+
+    def value(self, model: WorldModel, state: State) -> torch.Tensor:
+        """(B,) the critic's value of a batch of model states; a ValueError without a critic."""
+        if self.critic is None:
+            raise ValueError(f"the policy prior {self.label!r} has no critic to score where a plan ends: set "
+                             "planner.terminal_value=0, or use a policy from `embodied policy train`")
+        return self.critic(vector_observation(model, state, self.obs)).float().reshape(-1)
 
     @torch.no_grad()
     def propose(self, model: WorldModel, state: State, n: int, horizon: int, noise_std: float = 0.0,
@@ -50,6 +65,46 @@ class PolicyPrior:
 
     def __repr__(self) -> str:
         return f"PolicyPrior({self.label!r}, obs={self.obs!r})"
+
+
+def sb3_policy(agent):
+    """The policy network of an SB3 algorithm, in eval mode; None for any other agent."""
+    policy = getattr(agent, "policy", None)
+    if policy is None or not hasattr(policy, "_predict"):
+        return None
+    policy.set_training_mode(False)
+    return policy
+
+
+def sb3_actions(policy, obs: torch.Tensor) -> torch.Tensor:
+    """What ``policy.predict(obs, deterministic=True)`` returns, as a (B, A) tensor without the numpy round trip."""
+    with torch.no_grad():
+        action = policy._predict(obs.to(policy.device), deterministic=True).float().reshape(obs.shape[0], -1).cpu()
+    low = torch.as_tensor(policy.action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(policy.action_space.high, dtype=torch.float32)
+    if policy.squash_output:  # tanh-squashed in [-1, 1]: back to the action box
+        return low + 0.5 * (action + 1.0) * (high - low)
+    return torch.maximum(torch.minimum(action, high), low)
+
+
+def sb3_critic(agent):
+    """obs (B, D) -> (B,) value of an SB3 agent: min over its Q-heads at its own deterministic action (SAC), or
+    its V (PPO); None if it has neither."""
+    policy = sb3_policy(agent)
+    if policy is None:
+        return None
+    if hasattr(policy, "critic") and hasattr(policy, "actor"):
+        def q_value(obs):
+            with torch.no_grad():
+                obs = obs.to(policy.device)
+                return torch.cat(policy.critic(obs, policy._predict(obs, deterministic=True)), 1).min(1).values.cpu()
+        return q_value
+    if hasattr(policy, "predict_values"):
+        def v_value(obs):
+            with torch.no_grad():
+                return policy.predict_values(obs.to(policy.device)).reshape(-1).cpu()
+        return v_value
+    return None
 
 
 def check_prior_path(path) -> Path:
@@ -75,4 +130,4 @@ def load_prior(path, model: WorldModel) -> PolicyPrior:
                         "MuJoCo oracle does not have; plan with the model it was trained in (--model RUN_DIR)")
     spec = parse_policy(str(zip_path.resolve()))
     agent = load_sb3(spec)
-    return PolicyPrior(agent, sb3_observations(spec, agent, model), label=spec.label)
+    return PolicyPrior(agent, sb3_observations(spec, agent, model), label=spec.label, critic=sb3_critic(agent))

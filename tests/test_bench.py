@@ -29,6 +29,11 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     assert r["imagination.recurrent"]["latent_steps_per_s_b64"] > r["imagination.recurrent"]["latent_steps_per_s_b1"]
     assert r["imagination.slots"]["latent_steps_per_s_b64"] > 0
     assert 0 < on_disk["cem_ms_per_action_median"] < 60_000
+    for arch in ("slots", "recurrent"):  # the amortised end of the dial: a prior and a one-step search
+        assert r[f"planning.amortised.{arch}"]["settings"]["terminal_value"] == 1.0
+        assert r[f"planning.policy.{arch}"]["ms_per_action_median"] < r[f"planning.cem.{arch}"]["ms_per_action_median"]
+        assert r[f"planning.amortised.{arch}"]["ms_per_action_median"] < r[f"planning.cem.{arch}"]["ms_per_action_median"]
+        assert 0 < on_disk["amortised_over_oracle_cem"][arch] < 1
     assert r["training.recurrent"]["frames_per_s"] > 0 and r["training.slots"]["frames_per_s"] > 0
     assert all(v["peak_rss_mb"] > 0 for v in r.values())
     ratios = on_disk["contended_over_idle"]
@@ -38,6 +43,7 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     assert on_disk["machine"]["torch_threads"] == 1 and r["training.slots.all_cores"]["threads"] == os.cpu_count()
     table = (tmp_path / "bench.md").read_text()
     assert "| CEM ms/action, recurrent" in table and "| CEM planning, slots (1 thread): time beside" in table
+    assert "| CEM h1 16x1 + prior + critic, slots / MuJoCo CEM, ms per action |" in table
     assert not multiprocessing.active_children()
 
 

@@ -196,4 +196,83 @@ def test_plan_command_with_a_prior(tmp_path, capsys):
     assert "MuJoCo oracle" in capsys.readouterr().err
     assert main(base + ["--planner", "policy", "--out", str(tmp_path / "bad")]) == 2
     assert "--prior POLICY" in capsys.readouterr().err
+    assert main(base + ["planner.terminal_value=1", "--out", str(tmp_path / "bad")]) == 2
+    assert "pass --prior POLICY" in capsys.readouterr().err
+    out = tmp_path / "valued"
+    assert main(base + ["--prior", str(tmp_path / "pol"), "planner.terminal_value=1", "--out", str(out)]) == 0
+    assert json.loads((out / "plan.json").read_text())["planner_settings"]["terminal_value"] == 1.0
     assert not (tmp_path / "bad" / "plan.json").exists()
+
+
+class Sparse(PointMass):
+    """PointMass whose reward is 0 until the goal is within 0.05: a short horizon alone sees nothing."""
+
+    def reward(self, state):
+        return (torch.linalg.norm(state["pos"] - self.goal, dim=-1) < 0.05).float()
+
+
+def distance_critic(goal):
+    """Minus the steps a full-speed policy needs from each observed position to ``goal``."""
+    goal = torch.as_tensor(goal, dtype=torch.float32)
+    return lambda obs: -torch.linalg.norm(obs - goal, dim=-1) / DT
+
+
+def test_terminal_value_is_added_to_the_score_and_guides_a_short_horizon():
+    goal = [0.8, -0.6]
+    model = Sparse(goal)
+    prior = PolicyPrior(Greedy([0.0, 0.0]), critic=distance_critic(goal))  # a useless actor, a knowing critic
+    planner = make_planner("cem", horizon=1, samples=16, iterations=2, elites=4, terminal_value=0.5, discount=0.9,
+                           prior=prior)
+    actions = torch.rand(5, 1, 2) * 2 - 1
+    final = {"pos": origin(2)["pos"] + actions[:, 0] * DT}
+    want = model.reward(final) + 0.5 * 0.9 * distance_critic(goal)(final["pos"])
+    torch.testing.assert_close(planner.score(model, origin(2), actions), want)
+    direction = torch.tensor(goal) / torch.linalg.norm(torch.tensor(goal))
+
+    def progress(**value) -> float:
+        """Mean step towards the goal of the first planned action over five seeds (at most 1.4: the box corner)."""
+        return sum(float(make_planner("cem", horizon=1, samples=16, iterations=3, elites=4, prior=prior, seed=seed,
+                                      **value).plan(model, origin(2))[0] @ direction) for seed in range(5)) / 5
+
+    assert progress(terminal_value=0.5) > 1.0  # towards the goal it cannot see within one step
+    assert progress() < 0.5
+
+
+def test_terminal_value_needs_a_prior_with_a_critic():
+    model = PointMass([0.3, 0.1])
+    with pytest.raises(ValueError, match="needs a policy prior"):
+        make_planner("cem", horizon=2, samples=4, elites=2, terminal_value=1.0).plan(model, origin(2))
+    with pytest.raises(ValueError, match="no critic"):
+        make_planner("cem", horizon=2, samples=4, elites=2, terminal_value=1.0,
+                     prior=PolicyPrior(Greedy([0.3, 0.1]))).plan(model, origin(2))
+    with pytest.raises(ValueError, match="terminal_value"):
+        make_planner("cem", terminal_value=-1.0)
+
+
+@pytest.mark.parametrize("algo", ["sac", "ppo"])
+def test_a_loaded_sb3_prior_acts_as_predict_and_its_critic_is_the_agents(tmp_path, algo):
+    """The prior calls the policy network directly: the same actions as SB3's ``predict``; its value is
+    min_i Q_i(s, pi(s)) for the off-policy algorithms and V(s) for PPO."""
+    import stable_baselines3
+
+    cls = getattr(stable_baselines3, algo.upper())
+    kwargs = {"buffer_size": 1} if algo != "ppo" else {"n_steps": 8, "batch_size": 8}
+    agent = cls("MlpPolicy", _Spaces(3, 2), seed=0, device="cpu", policy_kwargs={"net_arch": [8]}, **kwargs)
+    folder = tmp_path / "pol"
+    folder.mkdir()
+    agent.save(folder / "policy.zip")
+    (folder / "policy.json").write_text(json.dumps({"algo": algo, "trained_in": "imagination", "baseline": "none",
+                                                    "observations": "latent", "config": {"obs": "latent"}}))
+    model = PointMass([0.3, -0.2, 0.1])
+    model.action_dim = 2
+    prior = load_prior(folder, model)
+    states = {"pos": torch.randn(6, 3)}
+    want = agent.predict(states["pos"].numpy(), deterministic=True)[0]
+    np.testing.assert_allclose(prior.act(model, states).numpy(), want, atol=1e-6)
+    with torch.no_grad():
+        obs = states["pos"]
+        if algo == "ppo":
+            value = agent.policy.predict_values(obs)[:, 0]
+        else:
+            value = torch.minimum(*agent.critic(obs, agent.actor(obs, deterministic=True)))[:, 0]
+    torch.testing.assert_close(prior.value(model, states), value)

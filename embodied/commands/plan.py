@@ -56,6 +56,7 @@ class PlannerSection:
     select: str | None = None
     prior_share: float | None = None   # with --prior: the share of candidates it proposes (0.25)
     prior_std: float | None = None     # with --prior: noise std on its proposals (0.3)
+    terminal_value: float | None = None  # with --prior: weight of its critic's value where a plan ends (0: off)
 
 
 @dataclass
@@ -92,12 +93,15 @@ class PlanConfig:
                             "(a folder written by `embodied policy train`)")
         if self.prior:
             check_prior_path(self.prior)
+        elif p.terminal_value:
+            raise UserError(f"planner.terminal_value = {p.terminal_value} in {source} scores where a plan ends with a "
+                            "policy prior's critic: pass --prior POLICY")
         check_range(source, {"episodes": self.episodes, "replan_every": self.replan_every, "max_steps": self.max_steps,
                              "planner.horizon": p.horizon, "planner.samples": p.samples,
                              "planner.iterations": p.iterations, "planner.elites": p.elites}, low=1)
         check_range(source, {"seed": self.seed, "videos": self.videos, "torch_threads": self.torch_threads,
                              "planner.min_std": p.min_std, "planner.noise_beta": p.noise_beta,
-                             "planner.prior_std": p.prior_std}, low=0)
+                             "planner.prior_std": p.prior_std, "planner.terminal_value": p.terminal_value}, low=0)
         check_range(source, {"control_hz": self.control_hz, "planner.temperature": p.temperature,
                              "planner.noise_std": p.noise_std}, low=0, above=True)
         check_range(source, {"planner.discount": p.discount}, low=0, high=1, above=True)
@@ -193,6 +197,9 @@ def plan(cfg: PlanConfig) -> int:
     model = load_model(cfg.model, task, factors=cfg.fov)
     if cfg.prior:
         planner.prior = load_prior(cfg.prior, model)
+        if s.terminal_value and planner.prior.critic is None:
+            raise UserError(f"planner.terminal_value = {s.terminal_value}: the prior {cfg.prior} has no critic "
+                            "(an SB3 SAC or PPO policy has one); set planner.terminal_value=0")
     env = make_task(task, obs_type="pixels_proprio", width=model.image_size, height=model.image_size,
                     **({"factors": cfg.fov} if cfg.fov else {}))
     if model.abilities.simulator_state:  # score the start once: a task the oracle cannot score fails before planning
