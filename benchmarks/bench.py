@@ -28,9 +28,9 @@ ARCHS = ("slots", "recurrent", "transformer")
 CONTENDED = ("slots", "recurrent")  # the archs measured also beside a busy process (and in --quick)
 TASKS = ("reach", "push", "occlusion")
 PLAN_THREADS = 1  # the torch threads `embodied plan` plans with
-# the amortised end of the planner dial (README, "Amortised planning"): CEM one step deep around a policy prior,
+# the amortised end of the planner dial (README, "Amortised planning"): CEM three steps deep around a policy prior,
 # scored with the prior's critic beyond it
-AMORTISED = {"horizon": 1, "samples": 16, "iterations": 1, "elites": 4, "terminal_value": 1.0}
+AMORTISED = {"horizon": 3, "samples": 16, "iterations": 1, "elites": 4, "terminal_value": 1.0}
 
 
 def _median_rate(fn, units: int, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -374,14 +374,14 @@ def markdown_table(bench: dict) -> str:
         if k.startswith("imagine_over_mujoco") and k.endswith("per_arch"):
             lines.append(f"| imagination / MuJoCo ({task}, {k.split('_')[3]}) | "
                          + ", ".join(f"{a}: {x:.1f}x" for a, x in v.items()) + " |")
-    labels = {"cem": "CEM", "mppi": "MPPI", "amortised": "CEM h1 16x1 + prior + critic", "policy": "policy prior alone"}
+    labels = {"cem": "CEM", "mppi": "MPPI", "amortised": "CEM h3 16x1 + prior + critic", "policy": "policy prior alone"}
     for name, m in r.items():
         if name.startswith("planning."):
             _, planner, model = name.split(".")
             lines.append(f"| {labels[planner]} ms/action, {model} (median / p95) | "
                          f"{m['ms_per_action_median']:.1f} / {m['ms_per_action_p95']:.1f} |")
     for a, ratio in bench.get("amortised_over_oracle_cem", {}).items():
-        lines.append(f"| CEM h1 16x1 + prior + critic, {a} / MuJoCo CEM, ms per action | {ratio:.2f}x |")
+        lines.append(f"| CEM h3 16x1 + prior + critic, {a} / MuJoCo CEM, ms per action | {ratio:.2f}x |")
     for name, m in r.items():
         if name.startswith("training."):
             lines.append(f"| {name.split('.')[1]} training (batch {m['batch']} x {m['seq_len']}, "

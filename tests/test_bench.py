@@ -44,7 +44,7 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     assert on_disk["machine"]["torch_threads"] == 1 and r["training.slots.all_cores"]["threads"] == os.cpu_count()
     table = (tmp_path / "bench.md").read_text()
     assert "| CEM ms/action, recurrent" in table and "| CEM planning, slots (1 thread): time beside" in table
-    assert "| CEM h1 16x1 + prior + critic, slots / MuJoCo CEM, ms per action |" in table
+    assert "| CEM h3 16x1 + prior + critic, slots / MuJoCo CEM, ms per action |" in table
     assert not multiprocessing.active_children()
 
 
