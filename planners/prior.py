@@ -32,12 +32,15 @@ class PolicyPrior:
     def __init__(self, agent, obs: str = "latent", label: str = "policy", critic=None):
         self.agent, self.obs, self.label, self.critic = agent, obs, label, critic
         self._policy = sb3_policy(agent)
+        if self._policy is not None:  # the action box, once: act() runs at every horizon step
+            space = self._policy.action_space
+            self._box = tuple(torch.as_tensor(b, dtype=torch.float32) for b in (space.low, space.high))
 
     def act(self, model: WorldModel, state: State) -> torch.Tensor:
         """The policy's deterministic actions (B, A) in a batch of model states."""
         obs = vector_observation(model, state, self.obs)
         if self._policy is not None:
-            return sb3_actions(self._policy, obs)
+            return sb3_actions(self._policy, obs, *self._box)
         action = self.agent.predict(obs.cpu().numpy(), deterministic=True)[0]
         return torch.as_tensor(action, dtype=torch.float32).reshape(obs.shape[0], -1)
 
@@ -76,12 +79,11 @@ def sb3_policy(agent):
     return policy
 
 
-def sb3_actions(policy, obs: torch.Tensor) -> torch.Tensor:
-    """What ``policy.predict(obs, deterministic=True)`` returns, as a (B, A) tensor without the numpy round trip."""
+def sb3_actions(policy, obs: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """What ``policy.predict(obs, deterministic=True)`` returns in the action box [``low``, ``high``], as a (B, A)
+    tensor without the numpy round trip."""
     with torch.no_grad():
         action = policy._predict(obs.to(policy.device), deterministic=True).float().reshape(obs.shape[0], -1).cpu()
-    low = torch.as_tensor(policy.action_space.low, dtype=torch.float32)
-    high = torch.as_tensor(policy.action_space.high, dtype=torch.float32)
     if policy.squash_output:  # tanh-squashed in [-1, 1]: back to the action box
         return low + 0.5 * (action + 1.0) * (high - low)
     return torch.maximum(torch.minimum(action, high), low)

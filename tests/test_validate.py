@@ -202,7 +202,7 @@ class _HalfActions(ActionBlind):
     """The oracle with its actions halved: a model that is partly right."""
 
     def step(self, state, action):
-        return self.inner.step(state, 0.5 * torch.as_tensor(action))
+        return self.world.step(state, 0.5 * torch.as_tensor(action))
 
 
 def test_a_partly_right_model_scores_in_between():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from embodied.models.base import Abilities, State, WorldModel
+from embodied.models.wrapped import DelegatingWorldModel
 
 
 class CopyLastFrame(WorldModel):
@@ -53,53 +54,8 @@ class CopyLastFrame(WorldModel):
         return (a - b).abs().flatten(1).mean(1)
 
 
-class ActionBlind(WorldModel):
-    """Any world model with every action it sees replaced by zeros (encode and step)."""
+class ActionBlind(DelegatingWorldModel):
+    """Any world model with every action it sees replaced by zeros (encode, step, rollout and update)."""
 
-    def __init__(self, inner: WorldModel):
-        super().__init__()
-        self.inner = inner
-        self.task, self.action_dim, self.context = inner.task, inner.action_dim, inner.context
-        self.image_size, self.proprio_dim = inner.image_size, inner.proprio_dim
-        self.abilities = inner.abilities
-
-    @property
-    def max_context(self) -> int:
-        return self.inner.max_context
-
-    def encode(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
-               proprio: torch.Tensor | None = None, sim_state: torch.Tensor | None = None) -> State:
-        zeros = None if actions is None else torch.zeros_like(torch.as_tensor(actions))
-        return self.inner.encode(frames, zeros, proprio, sim_state)
-
-    def step(self, state: State, action: torch.Tensor) -> State:
-        return self.inner.step(state, torch.zeros_like(torch.as_tensor(action)))
-
-    def decode(self, state: State) -> torch.Tensor:
-        return self.inner.decode(state)
-
-    def features(self, state: State) -> torch.Tensor:
-        return self.inner.features(state)
-
-    def reward(self, state: State) -> torch.Tensor:
-        return self.inner.reward(state)
-
-    def success(self, state: State) -> torch.Tensor:
-        return self.inner.success(state)
-
-    def goal_distance(self, state: State, goal: State) -> torch.Tensor:
-        return self.inner.goal_distance(state, goal)
-
-    def proprio(self, state: State) -> torch.Tensor:
-        return self.inner.proprio(state)
-
-    def objects(self, state: State) -> torch.Tensor:
-        return self.inner.objects(state)
-
-    def readout(self, state: State) -> torch.Tensor:
-        return self.inner.readout(state)
-
-    @torch.no_grad()
-    def rollout(self, state: State, actions: torch.Tensor) -> tuple[State, torch.Tensor]:
-        # the inner model's (possibly batched, faster) rollout with zeroed actions
-        return self.inner.rollout(state, torch.zeros_like(torch.as_tensor(actions)))
+    def world_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(actions)
