@@ -15,7 +15,8 @@ import embodied.envs  # noqa: F401  (registers embodied/*-v0)
 from embodied.vision import colour_centroid, colour_mask, pixel_error
 from embodied.envs.gym_mujoco import GymMujocoPixels
 from embodied.envs.registry import make_task
-from embodied.envs.tasks.occlusion import OcclusionEnv
+from embodied.envs.tasks.explore import path_blocker
+from embodied.envs.tasks.occlusion import BALL_RADIUS, OcclusionEnv
 
 # check_env's advice about unbounded state spaces and about envs made without gymnasium.make
 pytestmark = [pytest.mark.filterwarnings("ignore:.*observation space (minimum|maximum) value is:UserWarning"),
@@ -509,6 +510,29 @@ def test_occlusion_ball_passes_under_occluder(pixel_envs):
         after = ~hidden[first:]
         assert after.any(), f"seed {seed}: the ball never came out from under the occluder"
         assert np.array(present[first:])[after][-1], f"seed {seed}: the ball came out but its colour is not seen"
+
+
+def test_path_blocker_lets_the_ball_meet_a_pusher_at_rest(pixel_envs):
+    """The occlusion explorer's path blocker stops in the ball's way: the ball touches a pusher that stands
+    still, and bounces off it (it moves away afterwards)."""
+    env = pixel_envs["occlusion"]
+    touched = 0
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        act, label = path_blocker(env, np.random.default_rng(seed), "ball")
+        gaps, still = [], []
+        for _ in range(env.max_episode_steps):
+            a = act()
+            _, _, _, _, info = env.step(a)
+            gaps.append(np.linalg.norm(info["objects"]["ball"][:2] - info["objects"]["pusher"][:2]))
+            still.append(not a.any())
+        assert label in ("explore-block", "explore-rest")
+        assert still[-1], f"seed {seed}: the pusher should end the episode at rest"
+        t = int(np.argmin(gaps))
+        if gaps[t] < 2 * BALL_RADIUS + 0.005 and still[t]:
+            touched += 1
+            assert gaps[-1] > gaps[t] + 0.01, f"seed {seed}: the ball stayed on the pusher instead of bouncing"
+    assert touched >= 4, f"the ball met a pusher at rest in only {touched} of 6 episodes"
 
 
 def test_push_block_moves_only_on_contact(pixel_envs):

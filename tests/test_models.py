@@ -379,6 +379,41 @@ def test_slots_touch_floor_keeps_contact_at_the_touching_distance(spec, dataset)
         assert bool((model._contact_range(i, j) >= touch - 1e-6).all()) == floor
 
 
+def test_slots_solid_objects_stop_at_each_others_surface(spec, dataset):
+    """solid: a slot driven into a solid neighbour ends the step touching it, not inside it, and its velocity
+    says so; the heavier one barely gives way; a pair learned to be passable (solidity 0) overlaps freely.
+    Without the option the untrained dynamics let the two sink into each other."""
+    torch.manual_seed(0)
+    for solid in (True, False):
+        model = _model("slots", spec, solid=solid, inertia=True).eval()
+        a, b = torch.nonzero(model.active > 0).flatten()[:2].tolist()
+        radius = model._radii()
+        touch = float(radius[a] + radius[b])
+        pos = torch.zeros(1, 4, 2)
+        pos[0, :, 0] = torch.tensor([-0.8, 0.8, -0.8, 0.8])
+        pos[0, :, 1] = torch.tensor([-0.8, -0.8, 0.8, 0.8])
+        pos[0, a] = torch.tensor([0.0, 0.0])
+        pos[0, b] = torch.tensor([touch + 0.02, 0.0])
+        vel = torch.zeros(1, 4, 2)
+        vel[0, b, 0] = -0.1                                                  # b runs into a, 0.08 past touching
+        with torch.no_grad():
+            if solid:
+                model.solid_logit.fill_(1.0)
+                model.heaviness[a] = 1.0                                     # a is the heavy one
+            nxt, v = model._dynamics(pos, vel, torch.zeros(1, 2), torch.ones(1, 4))
+        gap = float((nxt[0, b] - nxt[0, a]).norm())
+        if solid:
+            assert gap > touch - 1e-4, (gap, touch)
+            assert float((nxt[0, a] - pos[0, a]).norm()) < 0.01              # the heavy one barely moves
+            assert torch.allclose(v, nxt - pos, atol=1e-6)                   # velocity = this step's displacement
+            with torch.no_grad():
+                model.solid_logit.fill_(-1.0)
+                passed, _ = model._dynamics(pos, vel, torch.zeros(1, 2), torch.ones(1, 4))
+            assert float((passed[0, b] - passed[0, a]).norm()) < touch - 0.05
+        else:
+            assert gap < touch - 0.05, (gap, touch)
+
+
 def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):
     """Frames whose band shows background where the slots hold objects teach the static front layer to
     cover the band, and only the band, within a short fit (its logits learn at LAYER_GAIN x)."""

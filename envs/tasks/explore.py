@@ -1,4 +1,5 @@
-"""A contact-rich collecting policy: the pusher drives through, past or along an object from any angle."""
+"""Contact-rich collecting policies: the pusher drives through, past or along an object from any angle, or
+stands in a moving object's path and lets it bounce off."""
 import numpy as np
 
 
@@ -39,5 +40,37 @@ def contact_explorer(env, rng: np.random.Generator, target: str, pusher: str = "
             else:
                 return toward(to_start, 12.0)
         return np.clip(speed * direction + 4.0 * np.dot(start - me, side) * side, -1.0, 1.0)
+
+    return act, f"explore-{kind}"
+
+
+def path_blocker(env, rng: np.random.Generator, target: str, pusher: str = "pusher"):
+    """One episode's policy ``(act, label)``: the pusher steps into a moving object's path and stands still.
+
+    It heads for where ``target`` will be a random 0.3-1.2 s ahead (from its last
+    two positions), stops there, then takes zero actions for the rest of the episode,
+    so the object bounces off a body at rest and rolls on freely, walls and all;
+    ``rest`` episodes (one in four) stand still from the first step. A robot at rest
+    is data too: without it a model has never seen a passive object meet a still pusher.
+    Reads the true positions (``env.object_positions()``): data collection only.
+    """
+    dt = env.model.opt.timestep * env.frame_skip       # seconds per step
+    kind = "rest" if rng.random() < 0.25 else "block"
+    lead = rng.uniform(0.3, 1.2)
+    state = {"last": None, "goal": None, "standing": kind == "rest"}
+
+    def act() -> np.ndarray:
+        objs = env.object_positions()
+        me, obj = objs[pusher][:2], objs[target][:2]
+        last, state["last"] = state["last"], obj.copy()
+        if state["standing"] or last is None:
+            return np.zeros(2)
+        if state["goal"] is None:
+            state["goal"] = np.clip(obj + (obj - last) / dt * lead, -0.22, 0.22)
+        delta = state["goal"] - me
+        if np.linalg.norm(delta) < 0.02 or np.linalg.norm(obj - me) < 0.1:
+            state["standing"] = True
+            return np.zeros(2)
+        return toward(delta, 12.0)
 
     return act, f"explore-{kind}"

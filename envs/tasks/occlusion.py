@@ -7,7 +7,7 @@ a pusher whose reward is to stay close to the ball.
 import numpy as np
 
 from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
-from embodied.envs.tasks.explore import contact_explorer
+from embodied.envs.tasks.explore import contact_explorer, path_blocker
 
 SUCCESS_RADIUS = 0.08
 OCCLUDER_HALF_WIDTH = 0.09
@@ -80,8 +80,12 @@ class OcclusionEnv(MujocoTaskEnv):
         return np.clip(10.0 * (objs["ball"][:2] - objs["pusher"][:2]), -1.0, 1.0)
 
     def explorer(self, rng: np.random.Generator):
-        """Pushes, grazes and misses of the still box from any angle (:func:`contact_explorer`): the rolling
-        ball and the chasing expert seldom touch it, and a model learns that it moves only when pushed."""
-        return contact_explorer(self, rng, "still")
+        """Half the episodes push, graze or miss the still box from any angle (:func:`contact_explorer`): the
+        rolling ball and the chasing expert seldom touch it, and a model learns that it moves only when pushed.
+        The other half stand in the ball's path and stay still (:func:`path_blocker`): the ball bounces off a
+        pusher at rest and rolls on, which neither the chasing expert nor the box pushes show."""
+        if rng.random() < 0.5:
+            return contact_explorer(self, rng, "still")
+        return path_blocker(self, rng, "ball")
 
     is_hidden = _IsHidden()  # is_hidden(xy): whether a ball at world xy is wholly under the occluder

@@ -39,6 +39,9 @@ class SlotsConfig:
                                 # (their usual areas as discs); the learned range only adds to it
     inertia: bool = False       # Newton's first law: a slot at rest, not driven and not touched stays at rest (its
                                 # own motion and its contact response are 0 without velocity, action or messages)
+    solid: bool = False         # objects do not sink into each other: overlapping discs are taken apart after each
+                                # step, by a learned solidity per pair and heaviness per object (a goal marker can
+                                # learn to be passed over, a ball to stop at a pusher at rest)
     fg_weight: float = 10.0
     proprio_dropout: float = 0.0
     floor_rgb: tuple = FLOOR_RGB

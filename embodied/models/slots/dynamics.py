@@ -43,7 +43,31 @@ class SlotDynamics:
         node_in = torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)
         vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
         vel = vel * present[..., None]
+        if self.cfg.solid:
+            vel = vel + self._separation(pos + vel, present)
         return pos + vel, vel
+
+    def _separation(self, pos: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(B,K,2) displacement that takes solid pairs apart to their touching distance (``model.solid``).
+
+        Where two present slots' discs overlap after a step, each is moved out along the line between them
+        by its share of the overlap, times the pair's learned solidity: the lighter of the two (learned
+        ``heaviness``) moves more. The displacement is added to the velocity as well, so an object that
+        runs into a solid one stops at its surface instead of sinking into it (position-based contact)."""
+        i, j = self.pairs
+        rel = pos[:, j] - pos[:, i]                                              # (B,E,2): receiver i, sender j
+        dist = rel.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        radius = self._radii()
+        overlap = (radius[i] + radius[j])[None, :, None] - dist
+        share = torch.sigmoid(GATE_GAIN * (self.heaviness[j] - self.heaviness[i]))[None, :, None]
+        push = -rel / dist * overlap.clamp(min=0) * share * self.solidity()[i, j][None, :, None]
+        push = push * (present[:, i] * present[:, j])[..., None]
+        return torch.zeros_like(pos).index_add_(1, i, push)
+
+    def solidity(self) -> torch.Tensor:
+        """(K,K) symmetric, in [0, 1]: how far each pair of objects is kept from overlapping (``model.solid``)."""
+        logits = self.solid_logit + self.solid_logit.T
+        return torch.sigmoid(GATE_GAIN * logits / 2)
 
     def action_gates(self) -> torch.Tensor:
         """(K,) how much of the action reaches each slot's own motion, in [0, 1]."""

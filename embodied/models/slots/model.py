@@ -48,6 +48,9 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         # dynamics: a slot's own motion (the action through its learned gate), then contact with the others
         self.action_gate = nn.Parameter(torch.zeros(K))
         self.reach = nn.Parameter(torch.full((K, K), 0.5))       # contact range of each ordered pair, image units
+        if c.solid:  # per pair: how solid; per object: how heavy (who gives way in an overlap)
+            self.solid_logit = nn.Parameter(torch.zeros(K, K))
+            self.heaviness = nn.Parameter(torch.zeros(K))
         self.own = mlp(4 + K + A, c.hidden, 2, layers=2)
         self.edge = mlp(2 + 1 + 2 + 2 * K, c.hidden, c.hidden, layers=2)
         self.node = mlp(4 + K + c.hidden, c.hidden, 2, layers=2)
