@@ -414,6 +414,28 @@ def test_slots_solid_objects_stop_at_each_others_surface(spec, dataset):
             assert gap < touch - 0.05, (gap, touch)
 
 
+def test_slots_border_position_input_makes_free_motion_the_same_away_from_the_walls(spec, dataset):
+    """position_input=border: a lone rolling slot moves by exactly the same step anywhere away from the frame's
+    edge, whatever the weights, and differently inside the border band; with the full position it does not."""
+    torch.manual_seed(0)
+    for where in ("border", "full"):
+        model = _model("slots", spec, position_input=where, inertia=True).eval()
+        with torch.no_grad():
+            for p in (model.own[-1].weight, model.own[-1].bias):
+                p.normal_(0, 0.5)
+        k = int(torch.nonzero(model.active > 0)[0])
+        seen = torch.zeros(3, 4)
+        seen[:, k] = 1.0                                                     # only slot k: no contact
+        pos = torch.zeros(3, 4, 2)
+        pos[:, k] = torch.tensor([[-0.3, 0.1], [0.4, -0.2], [0.95, 0.0]])  # two mid-table, one at the wall
+        vel = torch.zeros(3, 4, 2)
+        vel[:, k] = torch.tensor([0.05, 0.02])
+        with torch.no_grad():
+            _, v = model._dynamics(pos, vel, torch.zeros(3, 2), seen)
+        assert bool(torch.allclose(v[0, k], v[1, k], atol=1e-6)) == (where == "border"), (where, v[:, k])
+        assert not torch.allclose(v[0, k], v[2, k], atol=1e-4)
+
+
 def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):
     """Frames whose band shows background where the slots hold objects teach the static front layer to
     cover the band, and only the band, within a short fit (its logits learn at LAYER_GAIN x)."""

@@ -42,6 +42,10 @@ class SlotsConfig:
     solid: bool = False         # objects do not sink into each other: overlapping discs are taken apart after each
                                 # step, by a learned solidity per pair and heaviness per object (a goal marker can
                                 # learn to be passed over, a ball to stop at a pusher at rest)
+    position_input: str = "full"  # what the dynamics nets see of a slot's position: "full", or "border" (only its
+                                  # depth into the band along the frame's edge: free motion is the same everywhere
+                                  # else, as on a flat table with walls; not for a jointed arm)
+    border_margin: float = 0.3  # width of that band (image units; the frame spans 2)
     fg_weight: float = 10.0
     proprio_dropout: float = 0.0
     floor_rgb: tuple = FLOOR_RGB
@@ -51,6 +55,10 @@ class SlotsConfig:
                      non_negative=("pos_weight", "one_step_weight", "pixel_weight", "reward_weight", "proprio_weight",
                                    "object_weight", "sparsity_weight", "fg_weight"),
                      fractions=("proprio_dropout",))
+        if self.position_input not in ("full", "border"):
+            raise UserError(f"model.position_input = {self.position_input!r}: use full or border")
+        if not 0 < self.border_margin <= 1:
+            raise UserError(f"model.border_margin = {self.border_margin} must be in (0, 1]")
         if not 0 < self.colour_tol < 1:
             raise UserError(f"model.colour_tol = {self.colour_tol} must be between 0 and 1")
         if not 0 <= self.see_from < self.see_full <= 1:

@@ -30,7 +30,7 @@ class SlotDynamics:
         present = self.active[None] * seen                                       # (B,K)
         ident = self.ident.expand(b, k, k)
         gated = a[:, None, :] * self.action_gates()[None, :, None]
-        own_in = torch.cat([pos, vel / VEL_SCALE, ident, gated], -1)
+        own_in = torch.cat([self._where(pos), vel / VEL_SCALE, ident, gated], -1)
         vel = vel + self._less_at_rest(self.own, own_in, (slice(2, 4), slice(4 + k, None))) * VEL_SCALE
         ahead = pos + vel
         i, j = self.pairs
@@ -40,12 +40,22 @@ class SlotDynamics:
         edge_in = torch.cat([rel, dist, (vel[:, j] - vel[:, i]) / VEL_SCALE, ident[:, i], ident[:, j]], -1)
         msg = self.edge(edge_in) * near * (present[:, i] * present[:, j])[..., None]
         total = torch.zeros(b, k, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(1, i, msg)
-        node_in = torch.cat([ahead, vel / VEL_SCALE, ident, total], -1)
+        node_in = torch.cat([self._where(ahead), vel / VEL_SCALE, ident, total], -1)
         vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
         vel = vel * present[..., None]
         if self.cfg.solid:
             vel = vel + self._separation(pos + vel, present)
         return pos + vel, vel
+
+    def _where(self, pos: torch.Tensor) -> torch.Tensor:
+        """What the dynamics nets see of a slot's position: all of it, or with ``model.position_input=border``
+        only how far it is into the border band (``border_margin`` wide, 0 inside it, signed): motion away from
+        the walls is then the same everywhere, so a net cannot learn that balls speed up mid-table and slow near
+        the walls because, in the data, fast balls were launched mid-table and slow ones had just bounced."""
+        if self.cfg.position_input == "full":
+            return pos
+        m = self.cfg.border_margin
+        return torch.sign(pos) * (pos.abs() - (1 - m)).clamp(min=0) / m
 
     def _separation(self, pos: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """(B,K,2) displacement that takes solid pairs apart to their touching distance (``model.solid``).

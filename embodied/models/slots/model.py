@@ -19,6 +19,8 @@ from embodied.models.slots.perception import ColourPerception, find_palette
 from embodied.models.slots.render import LAYER_GAIN, SpriteRendering
 
 RENDERED = 4              # frames per training window that are rendered for the pixel loss
+SOLID_START = 0.25        # with model.solid, every pair starts 0.88 solid (sigmoid(GATE_GAIN x this)): objects
+                          # that never overlap keep it, a marker passed over learns it down
 
 
 class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWorldModel):
@@ -49,7 +51,7 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         self.action_gate = nn.Parameter(torch.zeros(K))
         self.reach = nn.Parameter(torch.full((K, K), 0.5))       # contact range of each ordered pair, image units
         if c.solid:  # per pair: how solid; per object: how heavy (who gives way in an overlap)
-            self.solid_logit = nn.Parameter(torch.zeros(K, K))
+            self.solid_logit = nn.Parameter(torch.full((K, K), SOLID_START))
             self.heaviness = nn.Parameter(torch.zeros(K))
         self.own = mlp(4 + K + A, c.hidden, 2, layers=2)
         self.edge = mlp(2 + 1 + 2 + 2 * K, c.hidden, c.hidden, layers=2)
