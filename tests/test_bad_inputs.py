@@ -85,8 +85,8 @@ CLI = [
     ("model-dropout-2", "inputs", TRAIN + " model.proprio_dropout=2", ["model.proprio_dropout"]),
     ("model-window-1", "inputs", TRAIN + " model.arch=transformer model.window=1", ["model.window"]),
     ("model-heads-do-not-divide", "inputs", TRAIN + " model.arch=transformer model.d_model=30", ["model.d_model"]),
-    ("model-slots-position-input", "inputs", TRAIN + " model.arch=slots model.position_input=walls",
-     ["model.position_input"]),
+    ("model-slots-position-input", "inputs", f"train --config {ROOT}/configs/reach_slots.yaml data={{data}} "
+     "out={new} model.position_input=walls", ["model.position_input"]),
     ("config-missing-file", "inputs", "train --config {missing}.yaml data={data} out={new}", ["{missing}.yaml"]),
     ("config-not-yaml", "inputs", "train --config {badyaml} data={data} out={new}", ["{badyaml}"]),
     ("train-data-missing", "collect", f"train {CFG} data={{missing}} out={{new}}", ["{missing}"]),
