@@ -436,6 +436,29 @@ def test_slots_border_position_input_makes_free_motion_the_same_away_from_the_wa
         assert not torch.allclose(v[0, k], v[2, k], atol=1e-4)
 
 
+def test_slots_walls_start_where_the_data_shows_objects_and_stop_them_there(spec, dataset):
+    """walls: each slot's box starts at the extremes of where the fit frames show it whole, and a slot driven
+    at its edge ends the step on it with no velocity into it (its velocity along the wall is kept)."""
+    torch.manual_seed(0)
+    model = _model("slots", spec, walls=True, inertia=True).eval()
+    pos, weight = model.observe(FIT["batch"]["frames"].flatten(0, 1))
+    k = int(torch.nonzero(model.active > 0)[0])
+    whole = weight[:, k] >= 1
+    assert torch.allclose(model.wall_lo[k], pos[whole, k].amin(0).clamp(max=0))
+    assert torch.allclose(model.wall_hi[k], pos[whole, k].amax(0).clamp(min=0))
+    seen = torch.zeros(1, 4)
+    seen[0, k] = 1.0
+    start = torch.zeros(1, 4, 2)
+    with torch.no_grad():
+        start[0, k] = model.wall_hi[k] - torch.tensor([0.01, 0.3])
+    vel = torch.zeros(1, 4, 2)
+    vel[0, k] = torch.tensor([0.1, 0.05])                                    # into the right-hand wall, and along it
+    with torch.no_grad():
+        nxt, v = model._dynamics(start, vel, torch.zeros(1, 2), seen)
+    assert torch.isclose(nxt[0, k, 0], model.wall_hi[k, 0]) and abs(float(v[0, k, 0]) - 0.01) < 1e-6
+    assert float(v[0, k, 1]) > 0.03                                          # still sliding along it
+
+
 def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):
     """Frames whose band shows background where the slots hold objects teach the static front layer to
     cover the band, and only the band, within a short fit (its logits learn at LAYER_GAIN x)."""

@@ -46,6 +46,8 @@ class SlotsConfig:
                                   # depth into the band along the frame's edge: free motion is the same everywhere
                                   # else, as on a flat table with walls; not for a jointed arm)
     border_margin: float = 0.3  # width of that band (image units; the frame spans 2)
+    walls: bool = False         # each object stays inside a learned box (started at the extremes where the data
+                                # shows it) and stops at its edge: the walls a border-only position input cannot see
     fg_weight: float = 10.0
     proprio_dropout: float = 0.0
     floor_rgb: tuple = FLOOR_RGB

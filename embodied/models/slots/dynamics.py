@@ -45,6 +45,8 @@ class SlotDynamics:
         vel = vel * present[..., None]
         if self.cfg.solid:
             vel = vel + self._separation(pos + vel, present)
+        if self.cfg.walls:  # an object stops at the edge of where it can be: its velocity into the wall is lost
+            vel = torch.maximum(torch.minimum(pos + vel, self.wall_hi), self.wall_lo) - pos
         return pos + vel, vel
 
     def _where(self, pos: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,9 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         if c.solid:  # per pair: how solid; per object: how heavy (who gives way in an overlap)
             self.solid_logit = nn.Parameter(torch.full((K, K), SOLID_START))
             self.heaviness = nn.Parameter(torch.zeros(K))
+        if c.walls:  # per object: the box it stays in (image units; fit_data starts it from the data)
+            self.wall_lo = nn.Parameter(torch.full((K, 2), -1.0))
+            self.wall_hi = nn.Parameter(torch.full((K, 2), 1.0))
         self.own = mlp(4 + K + A, c.hidden, 2, layers=2)
         self.edge = mlp(2 + 1 + 2 + 2 * K, c.hidden, c.hidden, layers=2)
         self.node = mlp(4 + K + c.hidden, c.hidden, 2, layers=2)
@@ -104,8 +107,20 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         r = torch.arange(self.cfg.sprite, device=dev).float() - (self.cfg.sprite - 1) / 2
         dist = (r[None, :] ** 2 + r[:, None] ** 2).sqrt()
         self.sprites.copy_(4.0 * (radius[:, None, None] - dist)[:, None].clamp(-3, 3))
+        if self.cfg.walls:
+            self._fit_walls(batch["frames"])
         if self.cfg.proprio_locate and batch.get("proprio") is not None and self.proprio_dim:
             self._fit_locate(batch["frames"], batch["proprio"])
+
+    def _fit_walls(self, frames: torch.Tensor) -> None:
+        """Start each slot's box at the extremes of its positions where the sample frames show it whole."""
+        pos, weight = self.observe(frames.flatten(0, 1).to(self.palette.device))
+        whole = (weight >= 1)[..., None]
+        seen = whole.any(0)                                                  # (K,1): a slot never seen keeps [-1, 1]
+        lo = torch.where(whole, pos, torch.ones_like(pos)).amin(0).clamp(max=0.0)
+        hi = torch.where(whole, pos, -torch.ones_like(pos)).amax(0).clamp(min=0.0)
+        self.wall_lo.copy_(torch.where(seen, lo, -1.0))
+        self.wall_hi.copy_(torch.where(seen, hi, 1.0))
 
     def _check_ready(self) -> None:
         if not bool(self.active.any()):
