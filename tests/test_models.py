@@ -459,6 +459,31 @@ def test_slots_walls_start_where_the_data_shows_objects_and_stop_them_there(spec
     assert float(v[0, k, 1]) > 0.03                                          # still sliding along it
 
 
+def test_slots_solid_and_walls_a_box_the_wall_holds_stops_what_pushes_it(spec, dataset):
+    """solid + walls: a slot driven into a solid neighbour that its wall holds ends the step (nearly) touching
+    it rather than inside it, though the two are equally heavy; walls alone let it sink in."""
+    for solid in (True, False):
+        torch.manual_seed(0)
+        model = _model("slots", spec, walls=True, solid=solid, inertia=True).eval()
+        a, b = torch.nonzero(model.active > 0).flatten()[:2].tolist()
+        touch = float(model._radii()[a] + model._radii()[b])
+        seen = torch.zeros(1, 4)
+        seen[0, [a, b]] = 1.0
+        pos, vel = torch.zeros(1, 4, 2), torch.zeros(1, 4, 2)
+        with torch.no_grad():
+            if solid:
+                model.solid_logit.fill_(1.0)
+            model.wall_hi[a, 0] = 0.5
+            pos[0, a] = torch.tensor([0.5, 0.0])                             # a against its wall
+        pos[0, b] = torch.tensor([0.5 - touch - 0.01, 0.0])
+        vel[0, b, 0] = 0.1                                                   # b runs into a
+        with torch.no_grad():
+            nxt, _ = model._dynamics(pos, vel, torch.zeros(1, 2), seen)
+        gap = float((nxt[0, a] - nxt[0, b]).norm())
+        assert float(nxt[0, a, 0]) <= 0.5 + 1e-6
+        assert (gap > touch - 0.015) == solid, (solid, gap, touch)
+
+
 def test_slots_front_layer_learns_to_cover_what_passes_under_it(spec, dataset):
     """Frames whose band shows background where the slots hold objects teach the static front layer to
     cover the band, and only the band, within a short fit (its logits learn at LAYER_GAIN x)."""

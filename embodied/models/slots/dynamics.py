@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
+CONSTRAINT_PASSES = 3      # with both model.solid and model.walls: rounds of separation, then walls
 CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
 GATE_GAIN = 8.0           # the action gates' logits are this times their parameters, so the sparsity term (Adam
                           # steps of ~lr per parameter) can close the gate of a slot the action does not drive
@@ -43,10 +44,13 @@ class SlotDynamics:
         node_in = torch.cat([self._where(ahead), vel / VEL_SCALE, ident, total], -1)
         vel = vel + self._less_at_rest(self.node, node_in, (slice(4 + k, None),)) * VEL_SCALE
         vel = vel * present[..., None]
-        if self.cfg.solid:
-            vel = vel + self._separation(pos + vel, present)
-        if self.cfg.walls:  # an object stops at the edge of where it can be: its velocity into the wall is lost
-            vel = torch.maximum(torch.minimum(pos + vel, self.wall_hi), self.wall_lo) - pos
+        # contact against solid objects, then the walls, a few times over: a box a wall holds also stops the
+        # pusher behind it (position-based dynamics resolves its constraints the same way)
+        for _ in range(CONSTRAINT_PASSES if self.cfg.solid and self.cfg.walls else 1):
+            if self.cfg.solid:
+                vel = vel + self._separation(pos + vel, present)
+            if self.cfg.walls:  # an object stops at the edge of where it can be: its velocity into the wall is lost
+                vel = torch.maximum(torch.minimum(pos + vel, self.wall_hi), self.wall_lo) - pos
         return pos + vel, vel
 
     def _where(self, pos: torch.Tensor) -> torch.Tensor:
