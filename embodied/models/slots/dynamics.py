@@ -46,9 +46,11 @@ class SlotDynamics:
         vel = vel * present[..., None]
         # contact against solid objects, then the walls, a few times over: a box a wall holds also stops the
         # pusher behind it (position-based dynamics resolves its constraints the same way)
+        if self.cfg.solid:  # the pairs' touching distances and how far each one gives way: once per step
+            touch, give = self._solid_pairs(i, j, present)
         for _ in range(CONSTRAINT_PASSES if self.cfg.solid and self.cfg.walls else 1):
             if self.cfg.solid:
-                vel = vel + self._separation(pos + vel, present)
+                vel = vel + self._separation(pos + vel, i, j, touch, give)
             if self.cfg.walls:  # an object stops at the edge of where it can be: its velocity into the wall is lost
                 vel = torch.maximum(torch.minimum(pos + vel, self.wall_hi), self.wall_lo) - pos
         return pos + vel, vel
@@ -63,21 +65,25 @@ class SlotDynamics:
         m = self.cfg.border_margin
         return torch.sign(pos) * (pos.abs() - (1 - m)).clamp(min=0) / m
 
-    def _separation(self, pos: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    def _solid_pairs(self, i: torch.Tensor, j: torch.Tensor, present: torch.Tensor):
+        """Per ordered pair (receiver i, sender j): the touching distance (1,E,1) and the share of an overlap
+        the receiver gives way by (B,E,1): the lighter of the two (learned ``heaviness``) more, times the
+        pair's learned solidity, 0 where either slot is absent."""
+        radius = self._radii()
+        share = torch.sigmoid(GATE_GAIN * (self.heaviness[j] - self.heaviness[i])) * self.solidity()[i, j]
+        return (radius[i] + radius[j])[None, :, None], (share[None] * present[:, i] * present[:, j])[..., None]
+
+    def _separation(self, pos: torch.Tensor, i: torch.Tensor, j: torch.Tensor, touch: torch.Tensor,
+                    give: torch.Tensor) -> torch.Tensor:
         """(B,K,2) displacement that takes solid pairs apart to their touching distance (``model.solid``).
 
-        Where two present slots' discs overlap after a step, each is moved out along the line between them
-        by its share of the overlap, times the pair's learned solidity: the lighter of the two (learned
-        ``heaviness``) moves more. The displacement is added to the velocity as well, so an object that
-        runs into a solid one stops at its surface instead of sinking into it (position-based contact)."""
-        i, j = self.pairs
+        Where two slots' discs overlap after a step, each is moved out along the line between them by its
+        share of the overlap (``give``, from :meth:`_solid_pairs`). The displacement is added to the velocity
+        as well, so an object that runs into a solid one stops at its surface instead of sinking into it
+        (position-based contact)."""
         rel = pos[:, j] - pos[:, i]                                              # (B,E,2): receiver i, sender j
         dist = rel.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        radius = self._radii()
-        overlap = (radius[i] + radius[j])[None, :, None] - dist
-        share = torch.sigmoid(GATE_GAIN * (self.heaviness[j] - self.heaviness[i]))[None, :, None]
-        push = -rel / dist * overlap.clamp(min=0) * share * self.solidity()[i, j][None, :, None]
-        push = push * (present[:, i] * present[:, j])[..., None]
+        push = -rel / dist * (touch - dist).clamp(min=0) * give
         return torch.zeros_like(pos).index_add_(1, i, push)
 
     def solidity(self) -> torch.Tensor:
