@@ -87,6 +87,8 @@ CLI = [
     ("model-heads-do-not-divide", "inputs", TRAIN + " model.arch=transformer model.d_model=30", ["model.d_model"]),
     ("model-slots-position-input", "inputs", f"train --config {ROOT}/configs/reach_slots.yaml data={{data}} "
      "out={new} model.position_input=walls", ["model.position_input"]),
+    ("model-slots-shapes-without-solid", "inputs", f"train --config {ROOT}/configs/reach_slots.yaml data={{data}} "
+     "out={new} model.shapes=true", ["model.solid"]),
     ("config-missing-file", "inputs", "train --config {missing}.yaml data={data} out={new}", ["{missing}.yaml"]),
     ("config-not-yaml", "inputs", "train --config {badyaml} data={data} out={new}", ["{badyaml}"]),
     ("train-data-missing", "collect", f"train {CFG} data={{missing}} out={{new}}", ["{missing}"]),

@@ -414,6 +414,37 @@ def test_slots_solid_objects_stop_at_each_others_surface(spec, dataset):
             assert gap < touch - 0.05, (gap, touch)
 
 
+def test_slots_shapes_a_square_pushed_off_centre_moves_along_its_faces_normal(spec, dataset):
+    """shapes: a heavy slot driven off-centre into a square one (learned squareness) pushes it out along the
+    square's face normal, as a disc pushes a box's face; as discs, the pushed one moves along the line between
+    centres. Either way the pair ends the step touching along its outline, not overlapping it."""
+    torch.manual_seed(0)
+    sideways = {}
+    for square in (True, False):
+        model = _model("slots", spec, solid=True, shapes=True, inertia=True).eval()
+        a, b = torch.nonzero(model.active > 0).flatten()[:2].tolist()
+        touch = float(model._radii()[a] + model._radii()[b])
+        seen = torch.zeros(1, 4)
+        seen[0, [a, b]] = 1.0
+        pos, vel = torch.zeros(1, 4, 2), torch.zeros(1, 4, 2)
+        pos[0, b] = torch.tensor([0.5 * touch, -touch - 0.01])             # b above a, offset half a touch sideways
+        vel[0, b, 1] = 0.1                                                   # and driven down into it
+        with torch.no_grad():
+            model.solid_logit.fill_(1.0)
+            model.heaviness[b] = 1.0                                         # b is the heavy one
+            model.squareness.zero_()
+            if square:
+                model.squareness[a] = 1.0                                    # a's outline: exponent 10
+            nxt, _ = model._dynamics(pos, vel, torch.zeros(1, 2), seen)
+            power = float(model._solid_pairs(*model.pairs, seen)[2].max())
+        moved = nxt[0, a] - pos[0, a]
+        assert float(moved[1]) > 0.02, moved                                 # pushed down
+        sideways[square] = abs(float(moved[0] / moved[1]))
+        gap = (nxt[0, b] - nxt[0, a]).abs()
+        assert abs(float((gap ** power).sum() ** (1 / power)) - touch) < 0.02 * touch, (square, gap, touch)
+    assert sideways[True] < 0.15 < 0.4 < sideways[False], sideways
+
+
 def test_slots_border_position_input_makes_free_motion_the_same_away_from_the_walls(spec, dataset):
     """position_input=border: a lone rolling slot moves by exactly the same step anywhere away from the frame's
     edge, whatever the weights, and differently inside the border band; with the full position it does not."""

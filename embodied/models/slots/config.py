@@ -42,6 +42,8 @@ class SlotsConfig:
     solid: bool = False         # objects do not sink into each other: overlapping discs are taken apart after each
                                 # step, by a learned solidity per pair and heaviness per object (a goal marker can
                                 # learn to be passed over, a ball to stop at a pusher at rest)
+    shapes: bool = False        # with solid: each object's outline is a learned superellipse (a disc, or squarer), so
+                                # a box pushed off-centre moves along its face's normal, not the line between centres
     position_input: str = "full"  # what the dynamics nets see of a slot's position: "full", or "border" (only its
                                   # depth into the band along the frame's edge: free motion is the same everywhere
                                   # else, as on a flat table with walls; not for a jointed arm)
@@ -59,6 +61,8 @@ class SlotsConfig:
                      fractions=("proprio_dropout",))
         if self.position_input not in ("full", "border"):
             raise UserError(f"model.position_input = {self.position_input!r}: use full or border")
+        if self.shapes and not self.solid:
+            raise UserError("model.shapes = true shapes solid contact: set model.solid = true as well")
         if not 0 < self.border_margin <= 1:
             raise UserError(f"model.border_margin = {self.border_margin} must be in (0, 1]")
         if not 0 < self.colour_tol < 1:

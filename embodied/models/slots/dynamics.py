@@ -8,6 +8,7 @@ from torch import nn
 
 VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
 CONSTRAINT_PASSES = 3      # with both model.solid and model.walls: rounds of separation, then walls
+MAX_POWER = 12.0          # with model.shapes: the squarest outline a pair touches along (superellipse exponent)
 CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
 GATE_GAIN = 8.0           # the action gates' logits are this times their parameters, so the sparsity term (Adam
                           # steps of ~lr per parameter) can close the gate of a slot the action does not drive
@@ -46,11 +47,11 @@ class SlotDynamics:
         vel = vel * present[..., None]
         # contact against solid objects, then the walls, a few times over: a box a wall holds also stops the
         # pusher behind it (position-based dynamics resolves its constraints the same way)
-        if self.cfg.solid:  # the pairs' touching distances and how far each one gives way: once per step
-            touch, give = self._solid_pairs(i, j, present)
+        if self.cfg.solid:  # the pairs' touching distances, outlines and how far each one gives way: once per step
+            touch, give, power = self._solid_pairs(i, j, present)
         for _ in range(CONSTRAINT_PASSES if self.cfg.solid and self.cfg.walls else 1):
             if self.cfg.solid:
-                vel = vel + self._separation(pos + vel, i, j, touch, give)
+                vel = vel + self._separation(pos + vel, i, j, touch, give, power)
             if self.cfg.walls:  # an object stops at the edge of where it can be: its velocity into the wall is lost
                 vel = torch.maximum(torch.minimum(pos + vel, self.wall_hi), self.wall_lo) - pos
         return pos + vel, vel
@@ -66,25 +67,34 @@ class SlotDynamics:
         return torch.sign(pos) * (pos.abs() - (1 - m)).clamp(min=0) / m
 
     def _solid_pairs(self, i: torch.Tensor, j: torch.Tensor, present: torch.Tensor):
-        """Per ordered pair (receiver i, sender j): the touching distance (1,E,1) and the share of an overlap
-        the receiver gives way by (B,E,1): the lighter of the two (learned ``heaviness``) more, times the
-        pair's learned solidity, 0 where either slot is absent."""
+        """Per ordered pair (receiver i, sender j): the touching distance (1,E,1), the share of an overlap the
+        receiver gives way by (B,E,1): the lighter of the two (learned ``heaviness``) more, times the pair's
+        learned solidity, 0 where either slot is absent; and the exponent (1,E,1) of the superellipse the pair
+        touches along (2, a circle, unless ``model.shapes``)."""
         radius = self._radii()
         share = torch.sigmoid(GATE_GAIN * (self.heaviness[j] - self.heaviness[i])) * self.solidity()[i, j]
-        return (radius[i] + radius[j])[None, :, None], (share[None] * present[:, i] * present[:, j])[..., None]
+        power = torch.full_like(radius[i], 2.0)
+        if self.cfg.shapes:  # a disc against a square touches along a rounded square: a superellipse, exponent ~4
+            power = (power + GATE_GAIN * (self.squareness[i] ** 2 + self.squareness[j] ** 2)).clamp(max=MAX_POWER)
+        return ((radius[i] + radius[j])[None, :, None], (share[None] * present[:, i] * present[:, j])[..., None],
+                power[None, :, None])
 
     def _separation(self, pos: torch.Tensor, i: torch.Tensor, j: torch.Tensor, touch: torch.Tensor,
-                    give: torch.Tensor) -> torch.Tensor:
+                    give: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
         """(B,K,2) displacement that takes solid pairs apart to their touching distance (``model.solid``).
 
-        Where two slots' discs overlap after a step, each is moved out along the line between them by its
-        share of the overlap (``give``, from :meth:`_solid_pairs`). The displacement is added to the velocity
-        as well, so an object that runs into a solid one stops at its surface instead of sinking into it
-        (position-based contact)."""
+        Where two slots' outlines overlap after a step (their offset is inside the superellipse of radius
+        ``touch`` and exponent ``power``), each is moved out along that outline's normal by its share of the
+        overlap (``give``, from :meth:`_solid_pairs`). The displacement is added to the velocity as well, so an
+        object that runs into a solid one stops at its surface instead of sinking into it (position-based
+        contact)."""
         rel = pos[:, j] - pos[:, i]                                              # (B,E,2): receiver i, sender j
-        dist = rel.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-        push = -rel / dist * (touch - dist).clamp(min=0) * give
-        return torch.zeros_like(pos).index_add_(1, i, push)
+        size = rel.abs().amax(-1, keepdim=True) + 1e-6
+        ratio = (rel.abs() + 1e-6) / size               # in (0, 1], 1 on the larger axis: the norm's sum is >= 1
+        dist = size * (ratio ** power).sum(-1, keepdim=True) ** (1 / power)      # the pair's superellipse norm
+        normal = torch.sign(rel) * (ratio * size / dist) ** (power - 1)           # its gradient (unit for circles)
+        step = (touch - dist).clamp(min=0) / (normal ** 2).sum(-1, keepdim=True).clamp(min=1e-6)  # 0: coincident
+        return torch.zeros_like(pos).index_add_(1, i, -normal * step * give)
 
     def solidity(self) -> torch.Tensor:
         """(K,K) symmetric, in [0, 1]: how far each pair of objects is kept from overlapping (``model.solid``)."""

@@ -21,6 +21,7 @@ from embodied.models.slots.render import LAYER_GAIN, SpriteRendering
 RENDERED = 4              # frames per training window that are rendered for the pixel loss
 SOLID_START = 0.25        # with model.solid, every pair starts 0.88 solid (sigmoid(GATE_GAIN x this)): objects
                           # that never overlap keep it, a marker passed over learns it down
+SQUARENESS_START = 0.1    # with model.shapes, every outline starts nearly a disc (superellipse exponent 2.16)
 
 
 class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWorldModel):
@@ -53,6 +54,8 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         if c.solid:  # per pair: how solid; per object: how heavy (who gives way in an overlap)
             self.solid_logit = nn.Parameter(torch.full((K, K), SOLID_START))
             self.heaviness = nn.Parameter(torch.zeros(K))
+        if c.shapes:  # per object: how square its outline is (0: a disc)
+            self.squareness = nn.Parameter(torch.full((K,), SQUARENESS_START))
         if c.walls:  # per object: the box it stays in (image units; fit_data starts it from the data)
             self.wall_lo = nn.Parameter(torch.full((K, 2), -1.0))
             self.wall_hi = nn.Parameter(torch.full((K, 2), 1.0))
