@@ -1,4 +1,4 @@
-"""Training with episodes whose actions are unknown: the two recipes of `embodied train`, and their batches.
+"""Training with episodes whose actions are unknown: recipes of `embodied train`, and their batches.
 
 A dataset's action-free episodes, and the train episodes that
 ``data.labelled_fraction`` leaves unlabelled, are ``Dataset.unlabelled``. By
@@ -14,6 +14,8 @@ default a run never sees them. Two recipes learn from them too:
   train episode without actions (a learned null action stands in,
   :mod:`embodied.models.null_action`); the rest post-train it on the labelled
   windows with their actions.
+
+(A third, ``pseudo_labels.enabled``, labels them first: :mod:`embodied.pseudo_labels`.)
 
 Each recipe's second phase starts its own warm-up and cosine learning-rate
 schedule (:func:`phase_start`). Batches are drawn by step, so a resumed run
@@ -35,9 +37,12 @@ Draw = Callable[[int, np.random.Generator, int], dict]  # (windows, rng, step) -
 
 
 def recipe(cfg: Config) -> str:
-    """``latent_actions``, ``pretrain`` or ``labelled`` (the labelled episodes alone)."""
+    """``latent_actions``, ``pretrain``, ``pseudo_labels`` (:mod:`embodied.pseudo_labels`: every episode, the
+    action-free ones labelled by inverse dynamics) or ``labelled`` (the labelled episodes alone)."""
     if cfg.latent_actions.enabled:
         return "latent_actions"
+    if cfg.pseudo_labels.enabled:
+        return "pseudo_labels"
     return "pretrain" if cfg.train.pretrain_steps else "labelled"
 
 
@@ -66,7 +71,7 @@ def batches(cfg: Config, ds: Dataset, rank: int = 0, world: int = 1) -> tuple[Dr
     n = cfg.train.seq_len
     labelled = WindowSampler(ds.train, n, rank, world)
     kind = recipe(cfg)
-    if kind == "labelled":
+    if kind in ("labelled", "pseudo_labels"):  # pseudo-labels: ds.train holds the labelled action-free episodes
         return (lambda size, rng, step: labelled.sample(size, rng)), labelled
     frames = WindowSampler(ds.train + ds.unlabelled, n, rank, world, actions=False)
     if kind == "pretrain":
@@ -80,11 +85,16 @@ def batches(cfg: Config, ds: Dataset, rank: int = 0, world: int = 1) -> tuple[Dr
     return mixed, frames
 
 
-def recipe_metrics(model, ds: Dataset, cfg: Config) -> dict:
-    """What the run learned from: episode counts, and for latent actions the linear probe from code to action."""
+def recipe_metrics(model, ds: Dataset, cfg: Config, pseudo: dict | None = None) -> dict:
+    """What the run learned from: episode counts; for latent actions the linear probe from code to action, for
+    pseudo-labels the inverse dynamics' report (``pseudo``)."""
     kind = recipe(cfg)
     if kind == "labelled" and not ds.unlabelled:
         return {}
+    if kind == "pseudo_labels":
+        labelled_by_it = pseudo["pseudo_labels.labelled_by_it"]
+        return {"recipe": kind, "data.labelled_episodes": len(ds.train) - labelled_by_it,
+                "data.unlabelled_episodes": labelled_by_it, **pseudo}
     out = {"recipe": kind, "data.labelled_episodes": len(ds.train), "data.unlabelled_episodes": len(ds.unlabelled)}
     if isinstance(model, LatentActionWorldModel):
         out |= latent_probe(model, ds.train, ds.heldout, seed=cfg.train.seed)

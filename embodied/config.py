@@ -91,6 +91,26 @@ class LatentActionsConfig:
 
 
 @dataclass
+class PseudoLabelsConfig:
+    """The ``pseudo_labels`` section: an inverse-dynamics model fit on the labelled episodes labels the others
+    (as VPT does), and the world model trains on every episode (:mod:`embodied.pseudo_labels`)."""
+
+    enabled: bool = False
+    steps: int = 1500        # optimizer steps of the inverse-dynamics model (before the world model's train.steps)
+    batch: int = 64          # frame steps per update
+    channels: int = 16       # conv width
+    hidden: int = 128        # MLP width of its head
+    lr: float = 1.0e-3
+
+    def check(self, source: str) -> None:
+        if not self.enabled:
+            return
+        check_range(source, {"pseudo_labels.steps": self.steps, "pseudo_labels.batch": self.batch,
+                             "pseudo_labels.channels": self.channels, "pseudo_labels.hidden": self.hidden}, low=1)
+        check_range(source, {"pseudo_labels.lr": self.lr}, low=0, above=True)
+
+
+@dataclass
 class RoundsConfig:
     """The ``rounds`` section of a training config: on-policy rounds (:mod:`embodied.rounds`)."""
 
@@ -123,6 +143,7 @@ class Config:
     plugins: list[str] = field(default_factory=list)  # modules imported first (they may register models)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     latent_actions: LatentActionsConfig = field(default_factory=LatentActionsConfig)
+    pseudo_labels: PseudoLabelsConfig = field(default_factory=PseudoLabelsConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -133,9 +154,13 @@ class Config:
         _check_values(self, source)
         self.rounds.check(source)
         self.latent_actions.check(source, self.train.steps)
-        if self.latent_actions.enabled and self.train.pretrain_steps:
-            raise UserError(f"latent_actions.enabled and train.pretrain_steps in {source} are two recipes for "
-                            "action-free data; pick one (train.pretrain_steps=0 or latent_actions.enabled=false)")
+        self.pseudo_labels.check(source)
+        recipes = [name for name, on in (("latent_actions.enabled", self.latent_actions.enabled),
+                                         ("train.pretrain_steps", self.train.pretrain_steps),
+                                         ("pseudo_labels.enabled", self.pseudo_labels.enabled)) if on]
+        if len(recipes) > 1:
+            raise UserError(f"{' and '.join(recipes)} in {source} are recipes for action-free data; pick one "
+                            "(latent_actions.enabled=false, train.pretrain_steps=0 or pseudo_labels.enabled=false)")
         if self.rounds.rounds and (self.latent_actions.enabled or self.train.pretrain_steps):
             raise UserError(f"on-policy rounds in {source} fine-tune on labelled episodes only; run them without "
                             "latent_actions.enabled or train.pretrain_steps")

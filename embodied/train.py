@@ -35,11 +35,12 @@ import numpy as np
 import torch
 
 from embodied import checkpoint
-from embodied.action_free import batches, model_config, phase_start, recipe_metrics
+from embodied.action_free import batches, model_config, phase_start, recipe, recipe_metrics
 from embodied.config import Config
 from embodied.data import Dataset
 from embodied.io import atomic_write_json
 from embodied.errors import UserError
+from embodied.pseudo_labels import label_unlabelled
 from embodied.threads import default_threads
 
 SPEC_SKIP = ("format", "episodes", "episodes_total", "steps_total", "success_rate", "policies")
@@ -124,14 +125,18 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
                  max_episodes=cfg.data.max_episodes, labelled_fraction=cfg.data.labelled_fraction,
                  label_seed=cfg.data.label_seed)
     spec = dataset_spec(ds.manifest)
-    draw, sampler = batches(cfg, ds, rank, world)
     model_cfg, phase = model_config(cfg), phase_start(cfg)
-
     has_ckpt = (out / "config.json").exists()
     if has_ckpt and not resume:
         step = checkpoint.read_config(out).get("step")
         raise UserError(f"{out}: already holds a checkpoint (step {step}); pass --resume to continue it, "
                         "or choose a new run folder with out=DIR")
+    pseudo = None
+    if recipe(cfg) == "pseudo_labels":
+        size = spec.get("image_size", [64])
+        pseudo = label_unlabelled(cfg.pseudo_labels, ds, out, int(size[0] if isinstance(size, list) else size),
+                                  int(spec["action_dim"]), t.seed, write=rank == 0, progress=progress and rank == 0)
+    draw, sampler = batches(cfg, ds, rank, world)
     start, book = 0, {}
     if resume and has_ckpt:
         _check_resume_model(model_cfg, checkpoint.read_config(out), out)
@@ -178,7 +183,7 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
     def run_eval(step: int) -> dict:
         res = evaluate(model, ds.heldout, spec.get("objects", []), t.eval_horizons, t.eval_windows, seed=t.seed,
                        video_path=out / "videos" / f"step_{step:07d}.mp4", videos=t.videos)
-        res.update(recipe_metrics(model, ds, cfg))
+        res.update(recipe_metrics(model, ds, cfg, pseudo))
         for k, v in res.items():
             if isinstance(v, float) and math.isfinite(v):
                 writer.add_scalar(k.replace(".", "/", 1), v, step)

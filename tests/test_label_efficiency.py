@@ -25,7 +25,7 @@ import embodied.envs  # noqa: F401  (registers embodied/Imagined-v0)
 from embodied import checkpoint
 from embodied.action_free import batches, model_config
 from embodied.collect import collect
-from embodied.config import load_config
+from embodied.config import PseudoLabelsConfig, load_config
 from embodied.data import (Dataset, WindowSampler, episode_files, labelled_subset, read_episode,
                            read_episode_header, write_episode)
 from embodied.envs.imagined import ImaginedEnv
@@ -34,6 +34,7 @@ from embodied.load import load_model
 from embodied.models import build_model
 from embodied.models.latent_actions import LABELLED, LatentActionWorldModel, latent_probe
 from embodied.models.null_action import NullActionWorldModel
+from embodied.pseudo_labels import InverseDynamics, fit, heldout_fit, label
 from embodied.train import dataset_spec, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,6 +271,53 @@ def test_pretrain_then_posttrain_resumes_after_sigkill(mixed_data, tmp_path):
     assert isinstance(model, NullActionWorldModel) and model.action_dim == 2
 
 
+# ---------------------------------------------------------------------------------------------- pseudo-labels
+
+def test_inverse_dynamics_learns_the_actions_from_frames(tmp_path):
+    """A few hundred steps on five labelled episodes: held-out R^2 of the inverse dynamics' actions well above 0, where
+    the untrained net scores about 0 or below."""
+    data = tmp_path / "push"
+    collect("push", 8, data, policy="random", workers=1, progress=False)
+    ds = Dataset(data, heldout_fraction=0.25)
+    cfg = PseudoLabelsConfig(enabled=True, steps=250, batch=32, channels=8, hidden=32)
+    torch.manual_seed(0)
+    untrained = heldout_fit(InverseDynamics(64, 2, cfg.channels, cfg.hidden).eval(), ds.heldout)
+    model, report = fit(cfg, ds.train, ds.heldout, 64, 2, seed=0, progress=False)
+    assert untrained["pseudo_labels.heldout_r2"] < 0.1, untrained
+    assert report["pseudo_labels.heldout_r2"] > 0.5, report
+    assert report["pseudo_labels.heldout_r2_dim0"] > 0.3 and report["pseudo_labels.heldout_r2_dim1"] > 0.3, report
+    actions = label(model, ds.heldout[0])
+    assert actions.shape == ds.heldout[0].actions.shape and bool((actions.abs() <= 1).all())
+
+
+def test_pseudo_label_run_trains_on_every_episode_and_resumes_without_refitting(mixed_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    extra = ["pseudo_labels.enabled=true", "pseudo_labels.steps=5", "pseudo_labels.channels=4",
+             "pseudo_labels.hidden=8", "data.labelled_fraction=0.5", "train.steps=4", "train.ckpt_every=2"]
+    m = train(config(mixed_data, out, *extra), progress=False)
+    assert "fitting inverse dynamics on 2 labelled episodes to label 5 without actions" in capsys.readouterr().err
+    assert m["recipe"] == "pseudo_labels" and m["data.unlabelled_episodes"] == FREE_EPISODES + 2
+    assert m["data.labelled_episodes"] == 2 and isinstance(m["pseudo_labels.heldout_r2"], float)
+    weights = (out / "inverse_dynamics.safetensors").read_bytes()
+    assert json.loads((out / "inverse_dynamics.json").read_text())["pseudo_labels.labelled_episodes"] == 2
+    assert checkpoint.read_config(out)["arch"] == "recurrent"  # a plain world model: no wrapper to load
+
+    m = train(config(mixed_data, out, *extra[:-2], "train.steps=6", "train.ckpt_every=2"), resume=True,
+              progress=False)
+    assert "fitting" not in capsys.readouterr().err and m["train.resumed_from"] == 4
+    assert (out / "inverse_dynamics.safetensors").read_bytes() == weights
+    assert m["pseudo_labels.heldout_r2"] == json.loads((out / "inverse_dynamics.json").read_text())[
+        "pseudo_labels.heldout_r2"]
+    with pytest.raises(UserError, match="does not fit pseudo_labels.channels=6"):
+        train(config(mixed_data, out, *extra[:-2], "pseudo_labels.channels=6", "train.steps=8"), resume=True,
+              progress=False)
+    labelled = tmp_path / "all_labelled"
+    collect("reach", 2, labelled, workers=1, progress=False)
+    with pytest.raises(UserError, match="nothing to label"):
+        train(config(labelled, tmp_path / "run2", "pseudo_labels.enabled=true", "pseudo_labels.steps=2"),
+              progress=False)
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -281,6 +329,8 @@ def test_pretrain_then_posttrain_resumes_after_sigkill(mixed_data, tmp_path):
     (["latent_actions.enabled=true", "latent_actions.steps=2", "latent_actions.noise=-1"],
      "latent_actions.noise = -1.0 .* must be 0 or more"),
     (["latent_actions.enabled=true", "latent_actions.steps=2", "train.pretrain_steps=2"], "pick one"),
+    (["pseudo_labels.enabled=true", "train.pretrain_steps=2"], "pick one"),
+    (["pseudo_labels.enabled=true", "pseudo_labels.steps=0"], "pseudo_labels.steps = 0 .* at least 1"),
     (["latent_actions.enabled=true", "latent_actions.steps=2", "rounds.rounds=1"], "on-policy rounds"),
     (["latent_actions.nosie=0.1"], "unknown config key 'latent_actions.nosie'.*did you mean latent_actions.noise"),
     (["latent_actions.enabled=maybe"], "latent_actions.enabled = 'maybe' .* must be true/false"),

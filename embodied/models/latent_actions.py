@@ -57,7 +57,7 @@ class LatentActionsModelConfig(LatentActionsConfig):
     world: dict = field(default_factory=lambda: {"arch": "recurrent"})  # the inner model's config
 
 
-def _down(cin: int, channels: int, image_size: int) -> tuple[nn.Sequential, int]:
+def down_convs(cin: int, channels: int, image_size: int) -> tuple[nn.Sequential, int]:
     """Stride-2 conv stages from ``image_size`` down to 4x4; returns them and their last width."""
     layers, size, i = [], image_size, 0
     while size > 4:
@@ -114,7 +114,7 @@ class LatentActionModel(nn.Module):
     def __init__(self, image_size: int, code_dim: int, cfg: LatentActionsConfig):
         super().__init__()
         self.noise = cfg.noise
-        self.idm_convs, width = _down(9, cfg.channels, image_size)
+        self.idm_convs, width = down_convs(9, cfg.channels, image_size)
         self.idm_head = mlp(2 * width, cfg.hidden, code_dim, layers=1)
         # the pre-tanh code standardised per dimension (batch statistics while it trains, running ones after):
         # codes keep a fixed spread against the noise, so they cannot shrink into it and collapse
@@ -216,7 +216,7 @@ class LatentActionWorldModel(WrappedWorldModel):
         return total, {**logs, "loss": total.item()}
 
 
-def _r2(target: np.ndarray, pred: np.ndarray) -> float:
+def r2_score(target: np.ndarray, pred: np.ndarray) -> float:
     """Coefficient of determination of ``pred`` for ``target`` (N, K), pooled over the K columns."""
     return float(1.0 - ((target - pred) ** 2).sum() / max(((target - target.mean(0)) ** 2).sum(), 1e-12))
 
@@ -254,6 +254,6 @@ def latent_probe(model: LatentActionWorldModel, fit_episodes, test_episodes, max
     shuffled = fit_a[np.random.default_rng(seed).permutation(len(fit_a))]
     with torch.no_grad():
         mapped = model.world_actions(torch.from_numpy(test_a).float()).cpu().numpy()
-    return {"latent.probe_r2": _r2(test_a, linear(fit_c, fit_a)),
-            "latent.probe_r2_shuffled": _r2(test_a, linear(fit_c, shuffled)),
-            "latent.map_r2": _r2(test_c, mapped), "latent.code_std": float(test_c.std(0).mean())}
+    return {"latent.probe_r2": r2_score(test_a, linear(fit_c, fit_a)),
+            "latent.probe_r2_shuffled": r2_score(test_a, linear(fit_c, shuffled)),
+            "latent.map_r2": r2_score(test_c, mapped), "latent.code_std": float(test_c.std(0).mean())}

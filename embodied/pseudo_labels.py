@@ -1,0 +1,166 @@
+"""Pseudo-labels for action-free episodes, as VPT does: inverse dynamics fit on the few labelled episodes.
+
+The third recipe of `embodied train` for episodes without actions
+(``pseudo_labels.enabled``; the other two are in :mod:`embodied.action_free`).
+Before the world model trains, an inverse-dynamics model learns, from the
+labelled train episodes alone, which action was taken between frames: it sees
+frames t-1 .. t+2 (a velocity-servoed robot answers an action over more than
+one frame) and their differences, and regresses a_t. It then labels every
+step of the action-free episodes, and the world model trains on all of them
+as if they were labelled. Its held-out fit (R^2 on the labelled held-out
+episodes, which it never trains on) is written beside the run's metrics.
+
+The inverse dynamics is saved in the run folder (``inverse_dynamics.safetensors``,
+written atomically), so a resumed run labels the same episodes the same way
+instead of fitting it again.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import nn
+
+from embodied.config import PseudoLabelsConfig
+from embodied.data import Dataset, Episode
+from embodied.errors import UserError
+from embodied.io import atomic_write_bytes, atomic_write_json
+from embodied.models.codec import frames_to_float, mlp
+from embodied.models.latent_actions import down_convs, r2_score
+
+BEFORE, AFTER = 1, 2        # frames the inverse dynamics sees before frame t and after it, for action t
+WEIGHTS = "inverse_dynamics.safetensors"
+REPORT = "inverse_dynamics.json"
+HELDOUT_STEPS = 4000        # held-out steps its fit is scored on (at most)
+SHIFT_PX = 4                # random shift of the training clips (pixels, each way)
+
+
+class InverseDynamics(nn.Module):
+    """Frames t-1 .. t+2 -> the action a_t in [-1, 1]: a conv net pooled over the image (mean and max), so it
+    reads how things move rather than where they are."""
+
+    def __init__(self, image_size: int, action_dim: int, channels: int, hidden: int):
+        super().__init__()
+        n = BEFORE + 1 + AFTER
+        self.convs, width = down_convs(3 * n + 3 * (n - 1), channels, image_size)
+        self.head = mlp(2 * width, hidden, action_dim, layers=1)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """(N, 4, H, W, 3) uint8 clips -> (N, A) actions."""
+        x = frames_to_float(clips)                                   # (N, 4, 3, H, W)
+        x = torch.cat([x - 0.5, 4.0 * (x[:, 1:] - x[:, :-1])], 1).flatten(1, 2)
+        h = self.convs(x).flatten(2)
+        return torch.tanh(self.head(torch.cat([h.mean(2), h.amax(2)], 1)))
+
+
+def _clips(episode: Episode, steps: np.ndarray) -> torch.Tensor:
+    """(N, 4, H, W, 3) frames t-1 .. t+2 around each step t of ``episode`` (repeating its first and last frame)."""
+    idx = np.clip(steps[:, None] + np.arange(-BEFORE, AFTER + 1)[None], 0, len(episode))
+    return episode.frames[torch.from_numpy(idx)]
+
+
+def _sample(episodes: list[Episode], weights: np.ndarray, size: int, rng: np.random.Generator):
+    """``size`` random labelled steps: their clips, each shifted by up to ``SHIFT_PX`` pixels (the same shift for
+    the whole clip, edges repeated), and their actions. The shifts keep a net fit on a few episodes from
+    recognising frames instead of reading motion."""
+    clips, actions = [], []
+    for e in rng.choice(len(episodes), size=size, p=weights):
+        ep = episodes[e]
+        t = rng.integers(0, len(ep), size=1)
+        clip = _clips(ep, t)                                                  # (1, 4, H, W, 3)
+        h, w = clip.shape[2:4]
+        padded = torch.nn.functional.pad(clip.movedim(-1, 2).float().flatten(1, 2), (SHIFT_PX,) * 4,
+                                         mode="replicate").unflatten(1, (-1, 3)).movedim(2, -1).to(clip.dtype)
+        dy, dx = rng.integers(0, 2 * SHIFT_PX + 1, size=2)
+        clips.append(padded[:, :, dy:dy + h, dx:dx + w])
+        actions.append(ep.actions[t])
+    return torch.cat(clips), torch.cat(actions)
+
+
+@torch.no_grad()
+def label(model: InverseDynamics, episode: Episode, chunk: int = 256) -> torch.Tensor:
+    """The inverse dynamics' actions (T, A) for every step of ``episode``."""
+    steps = np.arange(len(episode))
+    return torch.cat([model(_clips(episode, steps[i:i + chunk])) for i in range(0, len(steps), chunk)])
+
+
+def heldout_fit(model: InverseDynamics, episodes: list[Episode]) -> dict:
+    """R^2 of the inverse dynamics' actions against the true ones, pooled and per action dimension."""
+    pred, true = [], []
+    for ep in episodes:
+        pred.append(label(model, ep).numpy())
+        true.append(ep.actions.numpy())
+        if sum(len(p) for p in pred) >= HELDOUT_STEPS:
+            break
+    pred, true = np.concatenate(pred), np.concatenate(true)
+    return {"pseudo_labels.heldout_r2": r2_score(true, pred),
+            **{f"pseudo_labels.heldout_r2_dim{k}": r2_score(true[:, k:k + 1], pred[:, k:k + 1])
+               for k in range(true.shape[1])}}
+
+
+def fit(cfg: PseudoLabelsConfig, train: list[Episode], heldout: list[Episode], image_size: int, action_dim: int,
+        seed: int, progress: bool = True) -> tuple[InverseDynamics, dict]:
+    """Train the inverse dynamics on the labelled ``train`` episodes; returns it (in eval mode) and its report."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 7])
+    model = InverseDynamics(image_size, action_dim, cfg.channels, cfg.hidden)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    weights = np.array([len(e) for e in train], dtype=np.float64)
+    weights /= weights.sum()
+    tic, loss = time.perf_counter(), float("nan")
+    for step in tqdm(range(cfg.steps), desc="inverse dynamics", unit="step", disable=not progress,
+                     mininterval=1.0, dynamic_ncols=True):
+        for g in opt.param_groups:  # cosine decay to a tenth
+            g["lr"] = cfg.lr * (0.55 + 0.45 * np.cos(np.pi * step / cfg.steps))
+        clips, actions = _sample(train, weights, cfg.batch, rng)
+        loss_t = ((model(clips) - actions) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss_t.backward()
+        opt.step()
+        loss = float(loss_t.detach())
+    model.eval()
+    report = {"pseudo_labels.train_s": time.perf_counter() - tic, "pseudo_labels.final_loss": loss,
+              "pseudo_labels.labelled_episodes": len(train)}
+    return model, report | heldout_fit(model, heldout)
+
+
+def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, image_size: int, action_dim: int,
+                     seed: int, write: bool = True, progress: bool = True) -> dict:
+    """Fit (or, on resume, load) the inverse dynamics and move ``ds.unlabelled`` into ``ds.train`` with its
+    actions; returns its report (``write``: also saves both to ``out``)."""
+    if not ds.unlabelled:
+        raise UserError(f"pseudo_labels.enabled, but every episode of {ds.root} has actions: there is nothing to "
+                        "label; set data.labelled_fraction below 1, add episodes collected with --no-actions, or "
+                        "set pseudo_labels.enabled=false")
+    model = InverseDynamics(image_size, action_dim, cfg.channels, cfg.hidden)
+    if (out / WEIGHTS).exists() and (out / REPORT).exists():
+        try:
+            model.load_state_dict(load_tensors((out / WEIGHTS).read_bytes()))
+        except (RuntimeError, SafetensorError) as err:
+            raise UserError(f"{out / WEIGHTS} does not fit pseudo_labels.channels={cfg.channels} and "
+                            f"pseudo_labels.hidden={cfg.hidden} ({str(err).splitlines()[0][:80]}); resume with the "
+                            "settings the run started with, or start a new run with out=NEW_DIR") from None
+        model.eval()
+        report = json.loads((out / REPORT).read_text())
+    else:
+        print(f"embodied train: fitting inverse dynamics on {len(ds.train)} labelled episodes to label "
+              f"{len(ds.unlabelled)} without actions", file=sys.stderr)
+        model, report = fit(cfg, ds.train, ds.heldout, image_size, action_dim, seed, progress)
+        if write:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / WEIGHTS, save_tensors(model.state_dict()))
+            atomic_write_json(out / REPORT, report)
+    report["pseudo_labels.labelled_by_it"] = len(ds.unlabelled)
+    ds.train = ds.train + [replace(e, actions=label(model, e)) for e in ds.unlabelled]
+    ds.unlabelled = []
+    return report
