@@ -161,9 +161,9 @@ class Config:
         if len(recipes) > 1:
             raise UserError(f"{' and '.join(recipes)} in {source} are recipes for action-free data; pick one "
                             "(latent_actions.enabled=false, train.pretrain_steps=0 or pseudo_labels.enabled=false)")
-        if self.rounds.rounds and (self.latent_actions.enabled or self.train.pretrain_steps):
+        if self.rounds.rounds and recipes:
             raise UserError(f"on-policy rounds in {source} fine-tune on labelled episodes only; run them without "
-                            "latent_actions.enabled or train.pretrain_steps")
+                            "latent_actions.enabled, train.pretrain_steps or pseudo_labels.enabled")
 
 
 def _type_name(tp) -> str:

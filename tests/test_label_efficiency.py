@@ -331,6 +331,7 @@ def test_pseudo_label_run_trains_on_every_episode_and_resumes_without_refitting(
     (["latent_actions.enabled=true", "latent_actions.steps=2", "train.pretrain_steps=2"], "pick one"),
     (["pseudo_labels.enabled=true", "train.pretrain_steps=2"], "pick one"),
     (["pseudo_labels.enabled=true", "pseudo_labels.steps=0"], "pseudo_labels.steps = 0 .* at least 1"),
+    (["pseudo_labels.enabled=true", "rounds.rounds=1"], "on-policy rounds"),
     (["latent_actions.enabled=true", "latent_actions.steps=2", "rounds.rounds=1"], "on-policy rounds"),
     (["latent_actions.nosie=0.1"], "unknown config key 'latent_actions.nosie'.*did you mean latent_actions.noise"),
     (["latent_actions.enabled=maybe"], "latent_actions.enabled = 'maybe' .* must be true/false"),
