@@ -414,6 +414,17 @@ def test_slots_solid_objects_stop_at_each_others_surface(spec, dataset):
             assert gap < touch - 0.05, (gap, touch)
 
 
+def _two_slots(spec, **over):
+    """An untrained slots model (``inertia`` and ``over``) in eval mode, its first two active slots a and b, their
+    touching distance, a ``seen`` mask of the two alone, and zero positions and velocities (1,4,2) to fill."""
+    model = _model("slots", spec, inertia=True, **over).eval()
+    a, b = torch.nonzero(model.active > 0).flatten()[:2].tolist()
+    touch = float(model._radii()[a] + model._radii()[b])
+    seen = torch.zeros(1, 4)
+    seen[0, [a, b]] = 1.0
+    return model, a, b, touch, seen, torch.zeros(1, 4, 2), torch.zeros(1, 4, 2)
+
+
 def test_slots_shapes_a_square_pushed_off_centre_moves_along_its_faces_normal(spec, dataset):
     """shapes: a heavy slot driven off-centre into a square one (learned squareness) pushes it out along the
     square's face normal, as a disc pushes a box's face; as discs, the pushed one moves along the line between
@@ -421,12 +432,7 @@ def test_slots_shapes_a_square_pushed_off_centre_moves_along_its_faces_normal(sp
     torch.manual_seed(0)
     sideways = {}
     for square in (True, False):
-        model = _model("slots", spec, solid=True, shapes=True, inertia=True).eval()
-        a, b = torch.nonzero(model.active > 0).flatten()[:2].tolist()
-        touch = float(model._radii()[a] + model._radii()[b])
-        seen = torch.zeros(1, 4)
-        seen[0, [a, b]] = 1.0
-        pos, vel = torch.zeros(1, 4, 2), torch.zeros(1, 4, 2)
+        model, a, b, touch, seen, pos, vel = _two_slots(spec, solid=True, shapes=True)
         pos[0, b] = torch.tensor([0.5 * touch, -touch - 0.01])             # b above a, offset half a touch sideways
         vel[0, b, 1] = 0.1                                                   # and driven down into it
         with torch.no_grad():
@@ -495,12 +501,7 @@ def test_slots_solid_and_walls_a_box_the_wall_holds_stops_what_pushes_it(spec, d
     it rather than inside it, though the two are equally heavy; walls alone let it sink in."""
     for solid in (True, False):
         torch.manual_seed(0)
-        model = _model("slots", spec, walls=True, solid=solid, inertia=True).eval()
-        a, b = torch.nonzero(model.active > 0).flatten()[:2].tolist()
-        touch = float(model._radii()[a] + model._radii()[b])
-        seen = torch.zeros(1, 4)
-        seen[0, [a, b]] = 1.0
-        pos, vel = torch.zeros(1, 4, 2), torch.zeros(1, 4, 2)
+        model, a, b, touch, seen, pos, vel = _two_slots(spec, walls=True, solid=solid)
         with torch.no_grad():
             if solid:
                 model.solid_logit.fill_(1.0)
