@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from embodied.config import Config
 from embodied.data import Dataset, WindowSampler
@@ -71,8 +72,22 @@ def batches(cfg: Config, ds: Dataset, rank: int = 0, world: int = 1) -> tuple[Dr
     n = cfg.train.seq_len
     labelled = WindowSampler(ds.train, n, rank, world)
     kind = recipe(cfg)
-    if kind in ("labelled", "pseudo_labels"):  # pseudo-labels: ds.train holds the labelled action-free episodes
+    if kind == "labelled":
         return (lambda size, rng, step: labelled.sample(size, rng)), labelled
+    if kind == "pseudo_labels":  # ds.train holds the action-free episodes too, their actions inferred
+        share = cfg.pseudo_labels.recorded_share
+        recorded = [e for e in ds.train if not e.inferred]
+        if not share or len(recorded) == len(ds.train):
+            return (lambda size, rng, step: labelled.sample(size, rng)), labelled
+        recorded = WindowSampler(recorded, n, rank, world)
+        inferred = WindowSampler([e for e in ds.train if e.inferred], n, rank, world)
+
+        def shared(size: int, rng: np.random.Generator, step: int) -> dict:
+            k = int(round(share * size))
+            parts = [s.sample(m, rng) for s, m in ((recorded, k), (inferred, size - k)) if m]
+            return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+        return shared, labelled
     frames = WindowSampler(ds.train + ds.unlabelled, n, rank, world, actions=False)
     if kind == "pretrain":
         return (lambda size, rng, step: (frames if step < cfg.train.pretrain_steps else labelled).sample(size, rng)

@@ -101,6 +101,9 @@ class PseudoLabelsConfig:
     channels: int = 16       # conv width
     hidden: int = 128        # MLP width of its head
     lr: float = 1.0e-3
+    proprio: bool = True     # it also reads the proprioception the action-free episodes recorded (false: frames only)
+    recorded_share: float = 0.5  # share of each batch drawn from the episodes whose actions were recorded (0: as
+                                 # many as their share of the episodes)
 
     def check(self, source: str) -> None:
         if not self.enabled:
@@ -108,6 +111,7 @@ class PseudoLabelsConfig:
         check_range(source, {"pseudo_labels.steps": self.steps, "pseudo_labels.batch": self.batch,
                              "pseudo_labels.channels": self.channels, "pseudo_labels.hidden": self.hidden}, low=1)
         check_range(source, {"pseudo_labels.lr": self.lr}, low=0, above=True)
+        check_range(source, {"pseudo_labels.recorded_share": self.recorded_share}, low=0, high=1)
 
 
 @dataclass

@@ -5,7 +5,8 @@ The third recipe of `embodied train` for episodes without actions
 Before the world model trains, an inverse-dynamics model learns, from the
 labelled train episodes alone, which action was taken between frames: it sees
 frames t-1 .. t+2 (a velocity-servoed robot answers an action over more than
-one frame) and their differences, and regresses a_t. It then labels every
+one frame) and their differences, and with ``pseudo_labels.proprio`` the
+proprioception read with them, and regresses a_t. It then labels every
 step of the action-free episodes, and the world model trains on all of them
 as if they were labelled. Its held-out fit (R^2 on the labelled held-out
 episodes, which it never trains on) is written beside the run's metrics.
@@ -44,52 +45,63 @@ SHIFT_PX = 4                # random shift of the training clips (pixels, each w
 
 
 class InverseDynamics(nn.Module):
-    """Frames t-1 .. t+2 -> the action a_t in [-1, 1]: a conv net pooled over the image (mean and max), so it
-    reads how things move rather than where they are."""
+    """Frames t-1 .. t+2 (and, with ``proprio_dim``, the proprioception read with them) -> the action a_t in
+    [-1, 1]. The frames go through a conv net pooled over the image (mean and max), so it reads how things move
+    rather than where they are; the proprioception, standardised with the labelled episodes' statistics,
+    through an MLP."""
 
-    def __init__(self, image_size: int, action_dim: int, channels: int, hidden: int):
+    def __init__(self, image_size: int, action_dim: int, proprio_dim: int, channels: int, hidden: int):
         super().__init__()
         n = BEFORE + 1 + AFTER
         self.convs, width = down_convs(3 * n + 3 * (n - 1), channels, image_size)
-        self.head = mlp(2 * width, hidden, action_dim, layers=1)
+        self.proprio = mlp(n * proprio_dim, hidden, hidden, layers=1) if proprio_dim else None
+        self.register_buffer("p_mean", torch.zeros(proprio_dim))
+        self.register_buffer("p_std", torch.ones(proprio_dim))
+        self.head = mlp(2 * width + (hidden if proprio_dim else 0), hidden, action_dim, layers=1)
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """(N, 4, H, W, 3) uint8 clips -> (N, A) actions."""
+    def forward(self, clips: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """(N, 4, H, W, 3) uint8 clips and their (N, 4, P) proprioception -> (N, A) actions."""
         x = frames_to_float(clips)                                   # (N, 4, 3, H, W)
         x = torch.cat([x - 0.5, 4.0 * (x[:, 1:] - x[:, :-1])], 1).flatten(1, 2)
         h = self.convs(x).flatten(2)
-        return torch.tanh(self.head(torch.cat([h.mean(2), h.amax(2)], 1)))
+        h = [h.mean(2), h.amax(2)]
+        if self.proprio is not None:
+            h.append(self.proprio(((proprio - self.p_mean) / self.p_std).flatten(1)))
+        return torch.tanh(self.head(torch.cat(h, 1)))
 
 
-def _clips(episode: Episode, steps: np.ndarray) -> torch.Tensor:
-    """(N, 4, H, W, 3) frames t-1 .. t+2 around each step t of ``episode`` (repeating its first and last frame)."""
-    idx = np.clip(steps[:, None] + np.arange(-BEFORE, AFTER + 1)[None], 0, len(episode))
-    return episode.frames[torch.from_numpy(idx)]
+def _around(series: torch.Tensor, steps: np.ndarray) -> torch.Tensor:
+    """(N, 4, ...) entries t-1 .. t+2 of an episode's per-frame ``series`` (T+1, ...) around each step t
+    (repeating its first and last entry)."""
+    idx = np.clip(steps[:, None] + np.arange(-BEFORE, AFTER + 1)[None], 0, len(series) - 1)
+    return series[torch.from_numpy(idx)]
 
 
 def _sample(episodes: list[Episode], weights: np.ndarray, size: int, rng: np.random.Generator):
     """``size`` random labelled steps: their clips, each shifted by up to ``SHIFT_PX`` pixels (the same shift for
-    the whole clip, edges repeated), and their actions. The shifts keep a net fit on a few episodes from
-    recognising frames instead of reading motion."""
-    clips, actions = [], []
+    the whole clip, edges repeated), their proprioception and their actions. The shifts keep a net fit on a
+    few episodes from recognising frames instead of reading motion."""
+    clips, proprio, actions = [], [], []
     for e in rng.choice(len(episodes), size=size, p=weights):
         ep = episodes[e]
         t = rng.integers(0, len(ep), size=1)
-        clip = _clips(ep, t)                                                  # (1, 4, H, W, 3)
+        clip = _around(ep.frames, t)                                          # (1, 4, H, W, 3)
         h, w = clip.shape[2:4]
         padded = torch.nn.functional.pad(clip.movedim(-1, 2).float().flatten(1, 2), (SHIFT_PX,) * 4,
                                          mode="replicate").unflatten(1, (-1, 3)).movedim(2, -1).to(clip.dtype)
         dy, dx = rng.integers(0, 2 * SHIFT_PX + 1, size=2)
         clips.append(padded[:, :, dy:dy + h, dx:dx + w])
+        proprio.append(_around(ep.proprio, t))
         actions.append(ep.actions[t])
-    return torch.cat(clips), torch.cat(actions)
+    return torch.cat(clips), torch.cat(proprio), torch.cat(actions)
 
 
 @torch.no_grad()
 def label(model: InverseDynamics, episode: Episode, chunk: int = 256) -> torch.Tensor:
     """The inverse dynamics' actions (T, A) for every step of ``episode``."""
     steps = np.arange(len(episode))
-    return torch.cat([model(_clips(episode, steps[i:i + chunk])) for i in range(0, len(steps), chunk)])
+    return torch.cat([model(_around(episode.frames, steps[i:i + chunk]), _around(episode.proprio, steps[i:i + chunk]))
+                      for i in range(0, len(steps), chunk)])
 
 
 def heldout_fit(model: InverseDynamics, episodes: list[Episode]) -> dict:
@@ -106,14 +118,25 @@ def heldout_fit(model: InverseDynamics, episodes: list[Episode]) -> dict:
                for k in range(true.shape[1])}}
 
 
-def fit(cfg: PseudoLabelsConfig, train: list[Episode], heldout: list[Episode], image_size: int, action_dim: int,
-        seed: int, progress: bool = True) -> tuple[InverseDynamics, dict]:
+def build(cfg: PseudoLabelsConfig, spec: dict) -> InverseDynamics:
+    """An untrained inverse dynamics for a dataset's ``spec``: frames only unless ``pseudo_labels.proprio``."""
+    size = spec.get("image_size", 64)
+    return InverseDynamics(int(size[0] if isinstance(size, (list, tuple)) else size), int(spec["action_dim"]),
+                           int(spec.get("proprio_dim", 0)) if cfg.proprio else 0, cfg.channels, cfg.hidden)
+
+
+def fit(cfg: PseudoLabelsConfig, spec: dict, train: list[Episode], heldout: list[Episode], seed: int,
+        progress: bool = True) -> tuple[InverseDynamics, dict]:
     """Train the inverse dynamics on the labelled ``train`` episodes; returns it (in eval mode) and its report."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 7])
-    model = InverseDynamics(image_size, action_dim, cfg.channels, cfg.hidden)
+    model = build(cfg, spec)
+    if model.proprio is not None:
+        readings = torch.cat([e.proprio for e in train])
+        model.p_mean.copy_(readings.mean(0))
+        model.p_std.copy_(readings.std(0).clamp(min=1e-6))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     weights = np.array([len(e) for e in train], dtype=np.float64)
     weights /= weights.sum()
@@ -122,8 +145,8 @@ def fit(cfg: PseudoLabelsConfig, train: list[Episode], heldout: list[Episode], i
                      mininterval=1.0, dynamic_ncols=True):
         for g in opt.param_groups:  # cosine decay to a tenth
             g["lr"] = cfg.lr * (0.55 + 0.45 * np.cos(np.pi * step / cfg.steps))
-        clips, actions = _sample(train, weights, cfg.batch, rng)
-        loss_t = ((model(clips) - actions) ** 2).mean()
+        clips, proprio, actions = _sample(train, weights, cfg.batch, rng)
+        loss_t = ((model(clips, proprio) - actions) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss_t.backward()
         opt.step()
@@ -134,33 +157,34 @@ def fit(cfg: PseudoLabelsConfig, train: list[Episode], heldout: list[Episode], i
     return model, report | heldout_fit(model, heldout)
 
 
-def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, image_size: int, action_dim: int,
-                     seed: int, write: bool = True, progress: bool = True) -> dict:
+def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, spec: dict, seed: int, write: bool = True,
+                     progress: bool = True) -> dict:
     """Fit (or, on resume, load) the inverse dynamics and move ``ds.unlabelled`` into ``ds.train`` with its
     actions; returns its report (``write``: also saves both to ``out``)."""
     if not ds.unlabelled:
         raise UserError(f"pseudo_labels.enabled, but every episode of {ds.root} has actions: there is nothing to "
                         "label; set data.labelled_fraction below 1, add episodes collected with --no-actions, or "
                         "set pseudo_labels.enabled=false")
-    model = InverseDynamics(image_size, action_dim, cfg.channels, cfg.hidden)
+    model = build(cfg, spec)
     if (out / WEIGHTS).exists() and (out / REPORT).exists():
         try:
             model.load_state_dict(load_tensors((out / WEIGHTS).read_bytes()))
         except (RuntimeError, SafetensorError) as err:
-            raise UserError(f"{out / WEIGHTS} does not fit pseudo_labels.channels={cfg.channels} and "
-                            f"pseudo_labels.hidden={cfg.hidden} ({str(err).splitlines()[0][:80]}); resume with the "
-                            "settings the run started with, or start a new run with out=NEW_DIR") from None
+            raise UserError(f"{out / WEIGHTS} does not fit pseudo_labels.channels={cfg.channels}, "
+                            f"pseudo_labels.hidden={cfg.hidden} and pseudo_labels.proprio={cfg.proprio} "
+                            f"({str(err).splitlines()[0][:80]}); resume with the settings the run started with, "
+                            "or start a new run with out=NEW_DIR") from None
         model.eval()
         report = json.loads((out / REPORT).read_text())
     else:
         print(f"embodied train: fitting inverse dynamics on {len(ds.train)} labelled episodes to label "
               f"{len(ds.unlabelled)} without actions", file=sys.stderr)
-        model, report = fit(cfg, ds.train, ds.heldout, image_size, action_dim, seed, progress)
+        model, report = fit(cfg, spec, ds.train, ds.heldout, seed, progress)
         if write:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(out / WEIGHTS, save_tensors(model.state_dict()))
             atomic_write_json(out / REPORT, report)
     report["pseudo_labels.labelled_by_it"] = len(ds.unlabelled)
-    ds.train = ds.train + [replace(e, actions=label(model, e)) for e in ds.unlabelled]
+    ds.train = ds.train + [replace(e, actions=label(model, e), inferred=True) for e in ds.unlabelled]
     ds.unlabelled = []
     return report

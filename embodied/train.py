@@ -133,9 +133,8 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
                         "or choose a new run folder with out=DIR")
     pseudo = None
     if recipe(cfg) == "pseudo_labels":
-        size = spec.get("image_size", [64])
-        pseudo = label_unlabelled(cfg.pseudo_labels, ds, out, int(size[0] if isinstance(size, list) else size),
-                                  int(spec["action_dim"]), t.seed, write=rank == 0, progress=progress and rank == 0)
+        pseudo = label_unlabelled(cfg.pseudo_labels, ds, out, spec, t.seed, write=rank == 0,
+                                  progress=progress and rank == 0)
     draw, sampler = batches(cfg, ds, rank, world)
     start, book = 0, {}
     if resume and has_ckpt:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -34,7 +35,7 @@ from embodied.load import load_model
 from embodied.models import build_model
 from embodied.models.latent_actions import LABELLED, LatentActionWorldModel, latent_probe
 from embodied.models.null_action import NullActionWorldModel
-from embodied.pseudo_labels import InverseDynamics, fit, heldout_fit, label
+from embodied.pseudo_labels import build, fit, heldout_fit, label
 from embodied.train import dataset_spec, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +163,11 @@ def test_each_recipe_draws_what_its_losses_need(mixed_data):
     assert model_config(cfg)["arch"] == "latent_actions" and model_config(cfg)["world"] == cfg.model
     draw, _ = batches(config(mixed_data, "unused"), ds)
     assert draw(4, rng(0), 0)["actions"].shape == (4, 5, 2)
+    ds.train += [replace(e, actions=torch.zeros(len(e), 2), inferred=True) for e in ds.unlabelled]
+    for share, zeroed in ((0.5, 4), (0.25, 6), (1.0, 0)):  # windows of inferred actions (zeros here) in 8
+        cfg = config(mixed_data, "unused", "pseudo_labels.enabled=true", f"pseudo_labels.recorded_share={share}")
+        actions = batches(cfg, ds)[0](8, rng(1), 0)["actions"]
+        assert int((actions.abs().sum((1, 2)) == 0).sum()) == zeroed, share
     t = cfg.train  # the second phase restarts warm-up and cosine
     t2 = type(t)(**{**vars(t), "steps": 20, "warmup": 2})
     assert lr_at(10, t2, 10) == lr_at(0, t2, 10) == pytest.approx(t2.lr / 2) and lr_at(9, t2, 10) < lr_at(11, t2, 10)
@@ -274,15 +280,17 @@ def test_pretrain_then_posttrain_resumes_after_sigkill(mixed_data, tmp_path):
 # ---------------------------------------------------------------------------------------------- pseudo-labels
 
 def test_inverse_dynamics_learns_the_actions_from_frames(tmp_path):
-    """A few hundred steps on five labelled episodes: held-out R^2 of the inverse dynamics' actions well above 0, where
-    the untrained net scores about 0 or below."""
+    """A few hundred steps on five labelled episodes, frames alone: held-out R^2 of the inverse dynamics'
+    actions well above 0, where the untrained net scores about 0 or below."""
     data = tmp_path / "push"
     collect("push", 8, data, policy="random", workers=1, progress=False)
     ds = Dataset(data, heldout_fraction=0.25)
-    cfg = PseudoLabelsConfig(enabled=True, steps=250, batch=32, channels=8, hidden=32)
+    cfg = PseudoLabelsConfig(enabled=True, steps=250, batch=32, channels=8, hidden=32, proprio=False)
+    spec = dataset_spec(ds.manifest)
     torch.manual_seed(0)
-    untrained = heldout_fit(InverseDynamics(64, 2, cfg.channels, cfg.hidden).eval(), ds.heldout)
-    model, report = fit(cfg, ds.train, ds.heldout, 64, 2, seed=0, progress=False)
+    untrained = heldout_fit(build(cfg, spec).eval(), ds.heldout)
+    model, report = fit(cfg, spec, ds.train, ds.heldout, seed=0, progress=False)
+    assert model.proprio is None and build(replace(cfg, proprio=True), spec).proprio is not None
     assert untrained["pseudo_labels.heldout_r2"] < 0.1, untrained
     assert report["pseudo_labels.heldout_r2"] > 0.5, report
     assert report["pseudo_labels.heldout_r2_dim0"] > 0.3 and report["pseudo_labels.heldout_r2_dim1"] > 0.3, report
