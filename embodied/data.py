@@ -279,7 +279,7 @@ class Episode:
     rewards: torch.Tensor    # (T,) float32
     sim_states: np.ndarray   # (T+1, S) float64
     objects: dict[str, np.ndarray]
-    inferred: bool = False   # the actions were inferred from the frames (embodied.pseudo_labels), not recorded
+    inferred: bool = False   # the actions were inferred (embodied.pseudo_labels), not recorded
 
     def __len__(self) -> int:
         return self.rewards.shape[0]
