@@ -76,15 +76,15 @@ def batches(cfg: Config, ds: Dataset, rank: int = 0, world: int = 1) -> tuple[Dr
         return (lambda size, rng, step: labelled.sample(size, rng)), labelled
     if kind == "pseudo_labels":  # ds.train holds the action-free episodes too, their actions inferred
         share = cfg.pseudo_labels.recorded_share
-        recorded = [e for e in ds.train if not e.inferred]
-        if not share or len(recorded) == len(ds.train):
+        inferred = [e for e in ds.train if e.inferred]
+        if not share or not inferred:
             return (lambda size, rng, step: labelled.sample(size, rng)), labelled
-        recorded = WindowSampler(recorded, n, rank, world)
-        inferred = WindowSampler([e for e in ds.train if e.inferred], n, rank, world)
+        recorded_windows = WindowSampler([e for e in ds.train if not e.inferred], n, rank, world)
+        inferred_windows = WindowSampler(inferred, n, rank, world)
 
         def shared(size: int, rng: np.random.Generator, step: int) -> dict:
             k = int(round(share * size))
-            parts = [s.sample(m, rng) for s, m in ((recorded, k), (inferred, size - k)) if m]
+            parts = [s.sample(m, rng) for s, m in ((recorded_windows, k), (inferred_windows, size - k)) if m]
             return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
         return shared, labelled

@@ -9,6 +9,7 @@ from torch import nn
 VEL_SCALE = 0.1      # typical per-step velocity in image units: inputs are divided by it
 CONSTRAINT_PASSES = 3      # with both model.solid and model.walls: rounds of separation, then walls
 MAX_POWER = 12.0          # with model.shapes: the squarest outline a pair touches along (superellipse exponent)
+SHAPE_GAIN = 8.0          # with model.shapes: a pair's exponent is 2 + this x the sum of its squared squareness
 CONTACT_SOFTNESS = 0.02   # width (image units, ~0.6 px) of the contact-range gate on messages
 GATE_GAIN = 8.0           # the action gates' logits are this times their parameters, so the sparsity term (Adam
                           # steps of ~lr per parameter) can close the gate of a slot the action does not drive
@@ -75,7 +76,7 @@ class SlotDynamics:
         share = torch.sigmoid(GATE_GAIN * (self.heaviness[j] - self.heaviness[i])) * self.solidity()[i, j]
         power = torch.full_like(radius[i], 2.0)
         if self.cfg.shapes:  # a disc against a square touches along a rounded square: a superellipse, exponent ~4
-            power = (power + GATE_GAIN * (self.squareness[i] ** 2 + self.squareness[j] ** 2)).clamp(max=MAX_POWER)
+            power = (power + SHAPE_GAIN * (self.squareness[i] ** 2 + self.squareness[j] ** 2)).clamp(max=MAX_POWER)
         return ((radius[i] + radius[j])[None, :, None], (share[None] * present[:, i] * present[:, j])[..., None],
                 power[None, :, None])
 
