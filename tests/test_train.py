@@ -17,7 +17,8 @@ from embodied.config import load_config
 from embodied.data import Dataset, WindowSampler
 from embodied.errors import UserError
 from embodied.evaluate import evaluate, heldout_windows
-from embodied.models import build_model
+from embodied.models import MODELS, build_model
+from embodied.models.learned import config_from_dict
 from embodied.train import dataset_spec, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +62,14 @@ def test_config_layers_files_and_typed_overrides(tmp_path):
     assert cfg.task == "reach" and cfg.data.path == "/d" and cfg.out == "/o"
     assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)   # "1e-3" is a string to YAML 1.1
     assert cfg.train.steps == 6 and cfg.train.eval_horizons == [1, 4]  # debug.yaml layered on top
-    assert cfg.model == {"arch": "recurrent", "object_weight": 0.0, "reward_weight": 10.0, "channels": 8,
-                         "embed_dim": 32, "proprio_embed": 8, "hidden": 32, "deter": 48}
+    assert cfg.model == {"arch": "recurrent", "object_weight": 0.0, "reward_weight": 10.0, "hidden": 32, "deter": 48}
     assert cfg.data.max_episodes == 3 and cfg.data.heldout_fraction == 0.1
     for task in ("reach", "push", "occlusion"):
-        for arch in ("recurrent", "transformer"):
-            c = load_config(ROOT / f"configs/{task}_{arch}.yaml")
+        for arch in ("recurrent", "transformer", "slots"):
+            c = load_config([ROOT / f"configs/{task}_{arch}.yaml", ROOT / "configs/debug.yaml"])
             assert c.task == task and c.model["arch"] == arch and c.out == f"runs/{task}_{arch}"
+            assert c.train.steps == 6 and c.model["hidden"] == 32
+            config_from_dict(MODELS[arch][1], c.model)  # debug.yaml's model keys fit every architecture
 
 
 @pytest.mark.parametrize("overrides, expected", [

@@ -62,7 +62,7 @@ class SlotsConfig:
         if self.position_input not in ("full", "border"):
             raise UserError(f"model.position_input = {self.position_input!r}: use full or border")
         if self.shapes and not self.solid:
-            raise UserError("model.shapes = true shapes solid contact: set model.solid = true as well")
+            raise UserError("model.shapes = true shapes the solid contact, which is off: set model.solid = true")
         if not 0 < self.border_margin <= 1:
             raise UserError(f"model.border_margin = {self.border_margin} must be in (0, 1]")
         if not 0 < self.colour_tol < 1:
