@@ -88,13 +88,15 @@ def _optim_payload(optimizer, step: int) -> tuple[bytes, dict]:
 
 
 def save(run_dir, model, optimizer=None, step: int = 0, extra: dict | None = None, *,
-         spec: dict | None = None, train_config: dict | None = None) -> Path:
+         spec: dict | None = None, train_config: dict | None = None,
+         arrays: dict[str, torch.Tensor] | None = None) -> Path:
     """Atomically write the checkpoint of ``model`` (and ``optimizer``) at ``step`` into ``run_dir``.
 
     ``spec`` describes the observation and action spaces (the dataset manifest's
     task, image_size, action_dim, proprio_dim, objects); ``train_config`` is the
     run's full config; ``extra`` is JSON bookkeeping returned by
-    :func:`load_training_state` on resume.
+    :func:`load_training_state` on resume; ``arrays`` are tensors the training
+    itself changes besides the model (returned by :func:`load_arrays`).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,9 @@ def save(run_dir, model, optimizer=None, step: int = 0, extra: dict | None = Non
     optim_state = None
     if optimizer is not None:
         payloads["optim.safetensors"], optim_state = _optim_payload(optimizer, step)
+    if arrays:
+        payloads["arrays.safetensors"] = st_save({k: v.detach().to("cpu", copy=True).contiguous()
+                                                  for k, v in arrays.items()}, metadata={"format": FORMAT})
     state = {"format": FORMAT, "step": int(step), "optimizer": optim_state, "extra": extra or {}}
     payloads["state.json"] = (json.dumps(state, indent=1) + "\n").encode()
     token = os.urandom(3).hex()  # a fresh name even when the same step is saved twice
@@ -139,7 +144,7 @@ def _versioned(part: str, step: int, token: str) -> str:
     return f"{stem}.{int(step):08d}.{token}.{ext}"
 
 
-_CHECKPOINT_FILE = re.compile(r"(model|optim)(\.\d+\.[0-9a-f]+)?\.safetensors|state(\.\d+\.[0-9a-f]+)?\.json")
+_CHECKPOINT_FILE = re.compile(r"(model|optim|arrays)(\.\d+\.[0-9a-f]+)?\.safetensors|state(\.\d+\.[0-9a-f]+)?\.json")
 
 
 def _committed_step(run_dir: Path) -> int | None:
@@ -288,6 +293,16 @@ def load(run_dir, task: str | None = None, spec: dict | None = None, device="cpu
     model.to(device)
     model.eval()
     return model
+
+
+def load_arrays(run_dir) -> dict[str, torch.Tensor]:
+    """The ``arrays`` the checkpoint in ``run_dir`` was saved with ({} if none)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if "arrays.safetensors" not in cfg["files"]:
+        return {}
+    return _load_safetensors(file_path(run_dir, cfg, "arrays.safetensors"),
+                             _read_checked(run_dir, cfg, "arrays.safetensors"))[0]
 
 
 def load_training_state(run_dir, optimizer=None) -> tuple[int, dict]:

@@ -104,6 +104,8 @@ class PseudoLabelsConfig:
     proprio: bool = True     # it also reads the proprioception the action-free episodes recorded (false: frames only)
     recorded_share: float = 0.5  # share of each batch drawn from the episodes whose actions were recorded (0: as
                                  # many as their share of the episodes)
+    refine_lr: float = 0.0   # Adam step on the inferred actions through the world model's own loss in the second
+                             # half of training, so they come to explain what the model sees (0: kept as inferred)
 
     def check(self, source: str) -> None:
         if not self.enabled:
@@ -112,6 +114,7 @@ class PseudoLabelsConfig:
                              "pseudo_labels.channels": self.channels, "pseudo_labels.hidden": self.hidden}, low=1)
         check_range(source, {"pseudo_labels.lr": self.lr}, low=0, above=True)
         check_range(source, {"pseudo_labels.recorded_share": self.recorded_share}, low=0, high=1)
+        check_range(source, {"pseudo_labels.refine_lr": self.refine_lr}, low=0)
 
 
 @dataclass

@@ -185,6 +185,43 @@ def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, spec: dict
             atomic_write_bytes(out / WEIGHTS, save_tensors(model.state_dict()))
             atomic_write_json(out / REPORT, report)
     report["pseudo_labels.labelled_by_it"] = len(ds.unlabelled)
-    ds.train = ds.train + [replace(e, actions=label(model, e), inferred=True) for e in ds.unlabelled]
+    refine = cfg.refine_lr > 0  # the inferred actions are leaves the world model's loss reaches (embodied.train)
+    ds.train = ds.train + [replace(e, actions=label(model, e).requires_grad_(refine), inferred=True)
+                           for e in ds.unlabelled]
     ds.unlabelled = []
     return report
+
+
+class LabelRefiner:
+    """With ``pseudo_labels.refine_lr``: Adam on the inferred actions of ``ds.train``, which the world model's loss
+    reaches through its batches, from step ``start`` on (clipped to [-1, 1]); so they come to explain what the
+    model sees, EM-style, while the recorded episodes keep their meaning. Saved with each checkpoint."""
+
+    def __init__(self, ds: Dataset, lr: float, start: int):
+        self.episodes = [e for e in ds.train if e.inferred and e.actions.requires_grad]
+        self.start = start
+        self.opt = torch.optim.Adam([e.actions for e in self.episodes], lr=lr) if self.episodes else None
+
+    def step(self, step: int) -> None:
+        """After the world model's backward pass of training step ``step``."""
+        if self.opt is None:
+            return
+        if step >= self.start:
+            self.opt.step()
+            with torch.no_grad():
+                for e in self.episodes:
+                    e.actions.clamp_(-1, 1)
+        self.opt.zero_grad(set_to_none=True)
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        """The refined actions by episode seed, for the checkpoint."""
+        return {str(e.seed): e.actions for e in self.episodes}
+
+    def load(self, arrays: dict[str, torch.Tensor], out: Path) -> None:
+        """Resume from a checkpoint's ``arrays`` (its Adam moments start afresh)."""
+        if set(arrays) != {str(e.seed) for e in self.episodes}:
+            raise UserError(f"{out}: the checkpoint's refined actions are for other episodes than data.path "
+                            "holds; resume with the data and settings the run started with, or start a new run")
+        with torch.no_grad():
+            for e in self.episodes:
+                e.actions.copy_(arrays[str(e.seed)])

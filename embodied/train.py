@@ -40,7 +40,7 @@ from embodied.config import Config
 from embodied.data import Dataset
 from embodied.io import atomic_write_json
 from embodied.errors import UserError
-from embodied.pseudo_labels import label_unlabelled
+from embodied.pseudo_labels import LabelRefiner, label_unlabelled
 from embodied.threads import default_threads
 
 SPEC_SKIP = ("format", "episodes", "episodes_total", "steps_total", "success_rate", "policies")
@@ -145,12 +145,19 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
             print(f"embodied train: {out} has no checkpoint yet, starting from step 0", file=sys.stderr)
         torch.manual_seed(t.seed)
         model = build_model(model_cfg, spec).to(device)
-        model.fit_data(sampler.sample(max(64, batch_per_rank), np.random.default_rng([t.seed, 2**31])))
+        with torch.no_grad():
+            model.fit_data(sampler.sample(max(64, batch_per_rank), np.random.default_rng([t.seed, 2**31])))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if pseudo and cfg.pseudo_labels.refine_lr > 0 and world > 1:
+        raise UserError("pseudo_labels.refine_lr refines the inferred actions in one process; train with one "
+                        "process, or set pseudo_labels.refine_lr=0")
+    refine = LabelRefiner(ds, cfg.pseudo_labels.refine_lr, t.steps // 2) if pseudo else None
     if resume and has_ckpt:
         start, book = checkpoint.load_training_state(out, opt)
+        if refine is not None:
+            refine.load(checkpoint.load_arrays(out), out)
         if start > t.steps:
             raise UserError(f"{out}: checkpoint is at step {start}, beyond train.steps={t.steps}; "
                             f"pass train.steps={start} or more to continue it")
@@ -177,7 +184,8 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
 
     def save(step: int) -> None:
         if rank == 0:
-            checkpoint.save(out, model, opt, step, bookkeeping(), spec=spec, train_config=cfg.to_dict())
+            checkpoint.save(out, model, opt, step, bookkeeping(), spec=spec, train_config=cfg.to_dict(),
+                            arrays=refine.arrays() if refine is not None else None)
 
     def run_eval(step: int) -> dict:
         res = evaluate(model, ds.heldout, spec.get("objects", []), t.eval_horizons, t.eval_windows, seed=t.seed,
@@ -221,6 +229,8 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip) if t.grad_clip > 0 else None
             opt.step()
+            if refine is not None:
+                refine.step(step)
             train_s += time.perf_counter() - tic
             frames += frames_per_step
             done = step + 1

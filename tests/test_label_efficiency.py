@@ -20,6 +20,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 from safetensors import safe_open
+from safetensors.torch import load_file
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import embodied.envs  # noqa: F401  (registers embodied/Imagined-v0)
@@ -324,6 +325,34 @@ def test_pseudo_label_run_trains_on_every_episode_and_resumes_without_refitting(
     with pytest.raises(UserError, match="nothing to label"):
         train(config(labelled, tmp_path / "run2", "pseudo_labels.enabled=true", "pseudo_labels.steps=2"),
               progress=False)
+
+
+def test_refined_labels_move_are_checkpointed_and_resume(mixed_data, tmp_path):
+    """pseudo_labels.refine_lr: the world model's loss moves the inferred actions in the second half of training
+    (not before); each checkpoint holds them, a resumed run starts from them, and other episodes are refused."""
+    out = tmp_path / "run"
+    extra = ["pseudo_labels.enabled=true", "pseudo_labels.steps=5", "pseudo_labels.channels=4",
+             "pseudo_labels.hidden=8", "data.labelled_fraction=0.5", "pseudo_labels.refine_lr=0.05",
+             "train.ckpt_every=2"]
+    train(config(mixed_data, out, *extra, "train.steps=4"), progress=False)  # refines from step 2
+    ds = Dataset(mixed_data, labelled_fraction=0.5)
+    idm = build(config(mixed_data, out, *extra).pseudo_labels, dataset_spec(ds.manifest)).eval()
+    idm.load_state_dict(load_file(str(out / "inverse_dynamics.safetensors")))
+    inferred = {str(e.seed): label(idm, e) for e in ds.unlabelled}
+    refined = checkpoint.load_arrays(out)
+    assert refined.keys() == inferred.keys() and len(refined) == FREE_EPISODES + 2
+    moved = max(float((refined[k] - inferred[k]).abs().max()) for k in refined)
+    assert 0.01 < moved <= 2 * 0.05 + 1e-3  # two Adam steps of at most ~lr each
+    assert all(bool((a.abs() <= 1).all()) for a in refined.values())
+
+    train(config(mixed_data, out, *extra, "train.steps=6"), resume=True, progress=False)  # refines steps 4, 5
+    again = checkpoint.load_arrays(out)
+    assert max(float((again[k] - refined[k]).abs().max()) for k in again) <= 2 * 0.05 + 1e-3
+    assert max(float((again[k] - inferred[k]).abs().max()) for k in again) > moved  # went on from the checkpoint
+
+    fewer = config(mixed_data, out, *extra, "train.steps=8", "data.max_episodes=7")
+    with pytest.raises(UserError, match="refined actions are for other episodes"):
+        train(fewer, resume=True, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- bad input
