@@ -104,7 +104,7 @@ class PseudoLabelsConfig:
     proprio: bool = True     # it also reads the proprioception the action-free episodes recorded (false: frames only)
     recorded_share: float = 0.5  # share of each batch drawn from the episodes whose actions were recorded (0: as
                                  # many as their share of the episodes)
-    refine_lr: float = 0.0   # Adam step on the inferred actions through the world model's own loss in the second
+    refine_lr: float = 0.01  # Adam step on the inferred actions through the world model's own loss in the second
                              # half of training, so they come to explain what the model sees (0: kept as inferred)
 
     def check(self, source: str) -> None:
