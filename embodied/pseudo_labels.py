@@ -220,8 +220,9 @@ class LabelRefiner:
     def load(self, arrays: dict[str, torch.Tensor], out: Path) -> None:
         """Resume from a checkpoint's ``arrays`` (its Adam moments start afresh)."""
         if set(arrays) != {str(e.seed) for e in self.episodes}:
-            raise UserError(f"{out}: the checkpoint's refined actions are for other episodes than data.path "
-                            "holds; resume with the data and settings the run started with, or start a new run")
+            raise UserError(f"{out}: the checkpoint's refined actions ({len(arrays)} episodes) are not those of the "
+                            f"{len(self.episodes)} inferred now; resume with the data and pseudo_labels.refine_lr the "
+                            "run started with, or start a new run")
         with torch.no_grad():
             for e in self.episodes:
                 e.actions.copy_(arrays[str(e.seed)])

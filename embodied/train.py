@@ -120,6 +120,9 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
         raise UserError(f"train.batch={t.batch} is smaller than the {world} distributed processes; "
                         f"set train.batch to at least {world}")
     batch_per_rank = t.batch // world
+    if recipe(cfg) == "pseudo_labels" and cfg.pseudo_labels.refine_lr > 0 and world > 1:
+        raise UserError("pseudo_labels.refine_lr refines the inferred actions in one process; train with one "
+                        "process, or set pseudo_labels.refine_lr=0")
 
     ds = Dataset(Path(cfg.data.path), task=cfg.task, heldout_fraction=cfg.data.heldout_fraction,
                  max_episodes=cfg.data.max_episodes, labelled_fraction=cfg.data.labelled_fraction,
@@ -150,9 +153,6 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    if pseudo and cfg.pseudo_labels.refine_lr > 0 and world > 1:
-        raise UserError("pseudo_labels.refine_lr refines the inferred actions in one process; train with one "
-                        "process, or set pseudo_labels.refine_lr=0")
     refine = LabelRefiner(ds, cfg.pseudo_labels.refine_lr, t.steps // 2) if pseudo else None
     if resume and has_ckpt:
         start, book = checkpoint.load_training_state(out, opt)

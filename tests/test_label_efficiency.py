@@ -351,7 +351,7 @@ def test_refined_labels_move_are_checkpointed_and_resume(mixed_data, tmp_path):
     assert max(float((again[k] - inferred[k]).abs().max()) for k in again) > moved  # went on from the checkpoint
 
     fewer = config(mixed_data, out, *extra, "train.steps=8", "data.max_episodes=7")
-    with pytest.raises(UserError, match="refined actions are for other episodes"):
+    with pytest.raises(UserError, match="refined actions .5 episodes. are not those of the 4 inferred now"):
         train(fewer, resume=True, progress=False)
 
 
