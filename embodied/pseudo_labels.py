@@ -185,9 +185,7 @@ def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, spec: dict
             atomic_write_bytes(out / WEIGHTS, save_tensors(model.state_dict()))
             atomic_write_json(out / REPORT, report)
     report["pseudo_labels.labelled_by_it"] = len(ds.unlabelled)
-    refine = cfg.refine_lr > 0  # the inferred actions are leaves the world model's loss reaches (embodied.train)
-    ds.train = ds.train + [replace(e, actions=label(model, e).requires_grad_(refine), inferred=True)
-                           for e in ds.unlabelled]
+    ds.train = ds.train + [replace(e, actions=label(model, e), inferred=True) for e in ds.unlabelled]
     ds.unlabelled = []
     return report
 
@@ -198,7 +196,9 @@ class LabelRefiner:
     model sees, EM-style, while the recorded episodes keep their meaning. Saved with each checkpoint."""
 
     def __init__(self, ds: Dataset, lr: float, start: int):
-        self.episodes = [e for e in ds.train if e.inferred and e.actions.requires_grad]
+        self.episodes = [e for e in ds.train if e.inferred] if lr > 0 else []
+        for e in self.episodes:  # leaves the loss reaches through the samplers' slices of them
+            e.actions.requires_grad_(True)
         self.start = start
         self.opt = torch.optim.Adam([e.actions for e in self.episodes], lr=lr) if self.episodes else None
 

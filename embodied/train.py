@@ -148,8 +148,7 @@ def train(cfg: Config, resume: bool = False, command: str = "", progress: bool =
             print(f"embodied train: {out} has no checkpoint yet, starting from step 0", file=sys.stderr)
         torch.manual_seed(t.seed)
         model = build_model(model_cfg, spec).to(device)
-        with torch.no_grad():
-            model.fit_data(sampler.sample(max(64, batch_per_rank), np.random.default_rng([t.seed, 2**31])))
+        model.fit_data(sampler.sample(max(64, batch_per_rank), np.random.default_rng([t.seed, 2**31])))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
