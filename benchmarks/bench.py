@@ -9,6 +9,9 @@ collected in the measurement's process: speed does not depend on the trained
 weights. The contended measurements run once on the machine as it is and once
 beside one competing busy process the benchmark starts and stops itself, and
 report the ratio of the two times (``contended_over_idle``, > 1 is slower).
+Imagination and training also report their arithmetic against the machine's
+matmul rate (:mod:`embodied.benchmarks.ceiling`): how much faster each could
+get without doing less work.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
+
+from embodied.benchmarks.ceiling import count_gflop, matmul_gflops, share_of_peak
 
 ARCHS = ("slots", "recurrent", "transformer")
 CONTENDED = ("slots", "recurrent")  # the archs measured also beside a busy process (and in --quick)
@@ -167,6 +172,7 @@ def bench_imagination(arch: str, task: str, batches: list[int], horizon: int, th
             acts = torch.rand(b, horizon, action_dim) * 2 - 1
             rate, _ = _median_rate(lambda: model.rollout(state, acts), b * horizon, repeats=5)
             out[f"latent_steps_per_s_b{b}"] = rate
+        out["gflop_per_step"] = count_gflop(lambda: model.rollout(state, acts)) / (b * horizon)
         final, _ = model.rollout(state, torch.zeros(64, 1, action_dim))
         out["decoded_frames_per_s_b64"], _ = _median_rate(lambda: model.decode(final), 64, repeats=5)
     out["peak_rss_mb"] = _peak_rss_mb()
@@ -281,10 +287,11 @@ def bench_training(arch: str, task: str, iters: int, repeats: int, threads: int,
     def seconds() -> float:
         return _median_rate(lambda: [train_step() for _ in range(iters)], 1, repeats, warmup=0)[1]
 
-    train_step()  # warm-up
+    gflop = count_gflop(train_step)  # also the warm-up
     out = contended(seconds) if is_contended else {"idle_s": seconds()}
     frames = cfg.train.batch * cfg.train.seq_len * iters
-    return {"frames_per_s": frames / out["idle_s"], "batch": cfg.train.batch, "seq_len": cfg.train.seq_len,
+    return {"frames_per_s": frames / out["idle_s"], "gflop_per_frame": gflop / (cfg.train.batch * cfg.train.seq_len),
+            "batch": cfg.train.batch, "seq_len": cfg.train.seq_len,
             "threads": threads, **out, "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -314,7 +321,8 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
     iters, repeats = (1, 1) if quick else (5, 3)
     tasks = (task,) if quick else TASKS
     archs = CONTENDED if quick else ARCHS
-    jobs = [(f"mujoco.{t}", bench_mujoco, (t, steps, workers)) for t in tasks]
+    jobs = [("matmul", matmul_gflops, (threads,))]
+    jobs += [(f"mujoco.{t}", bench_mujoco, (t, steps, workers)) for t in tasks]
     jobs += [(f"imagination.{a}", bench_imagination, (a, task, batches, 10, threads)) for a in archs]
     for planner in ("cem",) if quick else ("cem", "mppi"):
         jobs += [(f"planning.{planner}.{m}", bench_planning, (m, planner, task, n_actions,
@@ -341,6 +349,7 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
         "amortised_over_oracle_cem": {a: results[f"planning.amortised.{a}"]["ms_per_action_median"]
                                       / results["planning.cem.mujoco"]["ms_per_action_median"] for a in CONTENDED},
         "contended_over_idle": {k: v["contended_over_idle"] for k, v in results.items() if "contended_over_idle" in v},
+        "arithmetic": _arithmetic(results, b, threads),
         "task": task, "quick": quick,
         "machine": {"cpus": all_cores, "torch_threads": threads, "plan_threads": PLAN_THREADS,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "platform": platform.platform(),
@@ -353,6 +362,16 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
     atomic_write_json(out / "bench.json", bench)
     atomic_write_bytes(out / "bench.md", markdown_table(bench).encode())
     return bench
+
+
+def _arithmetic(results: dict, b: int, threads: int) -> dict:
+    """Each imagination (at batch ``b``) and training measurement at ``threads`` threads against the matmul rate."""
+    peak = results["matmul"]["gflops"]
+    out = {f"{name}.b{b}": share_of_peak(m["gflop_per_step"], m[f"latent_steps_per_s_b{b}"], peak)
+           for name, m in results.items() if name.startswith("imagination.")}
+    out.update({name: share_of_peak(m["gflop_per_frame"], m["frames_per_s"], peak)
+                for name, m in results.items() if name.startswith("training.") and m["threads"] == threads})
+    return out
 
 
 def markdown_table(bench: dict) -> str:
@@ -391,8 +410,19 @@ def markdown_table(bench: dict) -> str:
         label = f"{part[1].upper()} planning, {part[2]}" if part[0] == "planning" else f"{part[1]} training"
         lines.append(f"| {label} ({_threads(r[name]['threads'])}): time beside one busy process / alone | "
                      f"{ratio:.2f}x |")
+    if "matmul" in r:
+        m = r["matmul"]
+        lines.append(f"| float32 matmul, best of {len(m['gflops_per_shape'])} shapes ({_threads(m['threads'])}) | "
+                     f"{m['gflops']:,.1f} GFLOP/s |")
+    for name, a in bench.get("arithmetic", {}).items():
+        part = name.split(".")
+        work = (f"{r[f'{part[0]}.{part[1]}']['gflop_per_step'] * 1e3:.2f} MFLOP/step, batch {part[2][1:]}"
+                if part[0] == "imagination" else f"{r[name]['gflop_per_frame'] * 1e3:.0f} MFLOP/frame")
+        lines.append(f"| {part[1]} {part[0]}: arithmetic ({work}) | {a['gflops']:,.1f} GFLOP/s = "
+                     f"{a['share_of_matmul_rate']:.0%} of the matmul rate: at most "
+                     f"{a['most_speedup_without_less_work']:.1f}x faster without less work |")
     lines.append("| peak RSS per measurement | "
-                 + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items()) + " |")
+                 + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items() if "peak_rss_mb" in v) + " |")
     return "\n".join(lines) + "\n"
 
 

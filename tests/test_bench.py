@@ -6,8 +6,10 @@ import os
 import time
 
 import pytest
+import torch
 
 from embodied.benchmarks.bench import busy_process, contended, run_bench
+from embodied.benchmarks.ceiling import count_gflop, share_of_peak
 from embodied.threads import default_threads
 
 
@@ -36,7 +38,15 @@ def test_quick_bench_writes_json_and_table(tmp_path):
         assert r[f"planning.amortised.{arch}"]["ms_per_action_median"] < cem
         assert 0 < on_disk["amortised_over_oracle_cem"][arch] < 1
     assert r["training.recurrent"]["frames_per_s"] > 0 and r["training.slots"]["frames_per_s"] > 0
-    assert all(v["peak_rss_mb"] > 0 for v in r.values())
+    assert all(v["peak_rss_mb"] > 0 for k, v in r.items() if k != "matmul")
+    assert r["matmul"]["gflops"] == max(r["matmul"]["gflops_per_shape"].values()) > 0
+    arithmetic = on_disk["arithmetic"]
+    assert set(arithmetic) == {"imagination.slots.b64", "imagination.recurrent.b64", "training.slots",
+                               "training.recurrent"}
+    for a in arithmetic.values():  # a real measurement runs below the best matmul rate, and not at nothing
+        assert 0.001 < a["share_of_matmul_rate"] < 1.5
+        assert a["most_speedup_without_less_work"] == pytest.approx(1 / a["share_of_matmul_rate"])
+    assert r["training.recurrent"]["gflop_per_frame"] > r["training.slots"]["gflop_per_frame"] > 0
     ratios = on_disk["contended_over_idle"]
     assert set(ratios) == {"training.slots", "training.recurrent", "training.slots.all_cores",
                            "training.recurrent.all_cores", "planning.cem.slots", "planning.cem.recurrent"}
@@ -45,7 +55,18 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert "| CEM ms/action, recurrent" in table and "| CEM planning, slots (1 thread): time beside" in table
     assert "| CEM h3 16x1 + prior + critic, slots / MuJoCo CEM, ms per action |" in table
+    assert "| float32 matmul, best of 3 shapes (1 thread) |" in table
+    assert "| recurrent training: arithmetic (" in table and "| slots imagination: arithmetic (" in table
     assert not multiprocessing.active_children()
+
+
+def test_flops_are_counted_forward_and_backward():
+    a = torch.randn(64, 32, requires_grad=True)
+    b = torch.randn(32, 16)
+    assert count_gflop(lambda: a @ b) == pytest.approx(2 * 64 * 32 * 16 / 1e9)
+    assert count_gflop(lambda: (a @ b).sum().backward()) == pytest.approx(2 * 2 * 64 * 32 * 16 / 1e9)
+    ceiling = share_of_peak(gflop_per_unit=0.5, units_per_s=40, peak_gflops=80)
+    assert ceiling == pytest.approx({"gflops": 20, "share_of_matmul_rate": 0.25, "most_speedup_without_less_work": 4})
 
 
 def test_contended_reports_a_ratio_and_stops_the_busy_process():
