@@ -190,6 +190,9 @@ def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, spec: dict
     return report
 
 
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # what torch's Adam keeps per tensor
+
+
 class LabelRefiner:
     """With ``pseudo_labels.refine_lr``: Adam on the inferred actions of ``ds.train``, which the world model's loss
     reaches through its batches, from step ``start`` on (clipped to [-1, 1]); so they come to explain what the
@@ -214,15 +217,24 @@ class LabelRefiner:
         self.opt.zero_grad(set_to_none=True)
 
     def arrays(self) -> dict[str, torch.Tensor]:
-        """The refined actions by episode seed, for the checkpoint."""
-        return {str(e.seed): e.actions for e in self.episodes}
+        """The refined actions by episode seed, and their Adam moments once refinement has begun, for the
+        checkpoint: ``"SEED"``, ``"SEED.step"``, ``"SEED.exp_avg"``, ``"SEED.exp_avg_sq"``."""
+        out = {}
+        for e in self.episodes:
+            out[str(e.seed)] = e.actions
+            out.update({f"{e.seed}.{k}": v for k, v in self.opt.state.get(e.actions, {}).items()})
+        return out
 
     def load(self, arrays: dict[str, torch.Tensor], out: Path) -> None:
-        """Resume from a checkpoint's ``arrays`` (its Adam moments start afresh)."""
-        if set(arrays) != {str(e.seed) for e in self.episodes}:
-            raise UserError(f"{out}: the checkpoint's refined actions ({len(arrays)} episodes) are not those of the "
+        """Resume from a checkpoint's ``arrays``: the refined actions and, where saved, their Adam moments."""
+        saved = {k for k in arrays if "." not in k}
+        if saved != {str(e.seed) for e in self.episodes}:
+            raise UserError(f"{out}: the checkpoint's refined actions ({len(saved)} episodes) are not those of the "
                             f"{len(self.episodes)} inferred now; resume with the data and pseudo_labels.refine_lr the "
                             "run started with, or start a new run")
         with torch.no_grad():
             for e in self.episodes:
                 e.actions.copy_(arrays[str(e.seed)])
+                moments = {k: arrays[f"{e.seed}.{k}"].clone() for k in ADAM_STATE if f"{e.seed}.{k}" in arrays}
+                if moments:
+                    self.opt.state[e.actions] = moments

@@ -36,7 +36,7 @@ from embodied.load import load_model
 from embodied.models import build_model
 from embodied.models.latent_actions import LABELLED, LatentActionWorldModel, latent_probe
 from embodied.models.null_action import NullActionWorldModel
-from embodied.pseudo_labels import build, fit, heldout_fit, label
+from embodied.pseudo_labels import LabelRefiner, build, fit, heldout_fit, label
 from embodied.train import dataset_spec, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -329,7 +329,8 @@ def test_pseudo_label_run_trains_on_every_episode_and_resumes_without_refitting(
 
 def test_refined_labels_move_are_checkpointed_and_resume(mixed_data, tmp_path):
     """pseudo_labels.refine_lr: the world model's loss moves the inferred actions in the second half of training
-    (not before); each checkpoint holds them, a resumed run starts from them, and other episodes are refused."""
+    (not before); each checkpoint holds them and their Adam moments, a resumed run refines them as the
+    uninterrupted run does, bit for bit, and other episodes are refused."""
     out = tmp_path / "run"
     extra = ["pseudo_labels.enabled=true", "pseudo_labels.steps=5", "pseudo_labels.channels=4",
              "pseudo_labels.hidden=8", "data.labelled_fraction=0.5", "pseudo_labels.refine_lr=0.05",
@@ -339,20 +340,59 @@ def test_refined_labels_move_are_checkpointed_and_resume(mixed_data, tmp_path):
     idm = build(config(mixed_data, out, *extra).pseudo_labels, dataset_spec(ds.manifest)).eval()
     idm.load_state_dict(load_file(str(out / "inverse_dynamics.safetensors")))
     inferred = {str(e.seed): label(idm, e) for e in ds.unlabelled}
-    refined = checkpoint.load_arrays(out)
+    saved = checkpoint.load_arrays(out)
+    refined = {k: v for k, v in saved.items() if "." not in k}
     assert refined.keys() == inferred.keys() and len(refined) == FREE_EPISODES + 2
+    moments = [k for k in refined if f"{k}.step" in saved]  # an episode no batch has reached yet has none
+    assert moments and all(0 < float(saved[f"{k}.step"]) <= 2 for k in moments)
+    assert all(saved[f"{k}.exp_avg"].shape == saved[f"{k}.exp_avg_sq"].shape == refined[k].shape for k in moments)
     moved = max(float((refined[k] - inferred[k]).abs().max()) for k in refined)
     assert 0.01 < moved <= 2 * 0.05 + 1e-3  # two Adam steps of at most ~lr each
     assert all(bool((a.abs() <= 1).all()) for a in refined.values())
 
     train(config(mixed_data, out, *extra, "train.steps=6"), resume=True, progress=False)  # refines steps 4, 5
     again = checkpoint.load_arrays(out)
-    assert max(float((again[k] - refined[k]).abs().max()) for k in again) <= 2 * 0.05 + 1e-3
-    assert max(float((again[k] - inferred[k]).abs().max()) for k in again) > moved  # went on from the checkpoint
+    assert max(float((again[k] - refined[k]).abs().max()) for k in refined) <= 2 * 0.05 + 1e-3
+    assert max(float((again[k] - inferred[k]).abs().max()) for k in refined) > moved  # went on from the checkpoint
 
     fewer = config(mixed_data, out, *extra, "train.steps=8", "data.max_episodes=7")
     with pytest.raises(UserError, match="refined actions .5 episodes. are not those of the 4 inferred now"):
         train(fewer, resume=True, progress=False)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_an_interrupted_refinement_resumes_bit_for_bit(mixed_data, tmp_path, monkeypatch):
+    """A run stopped after its step-4 checkpoint and resumed ends with the refined actions and Adam moments of
+    the run that was never stopped."""
+    extra = ["pseudo_labels.enabled=true", "pseudo_labels.steps=5", "pseudo_labels.channels=4",
+             "pseudo_labels.hidden=8", "data.labelled_fraction=0.5", "pseudo_labels.refine_lr=0.05",
+             "train.ckpt_every=2", "train.steps=6"]  # refines from step 3
+    whole = tmp_path / "uninterrupted"
+    train(config(mixed_data, whole, *extra), progress=False)
+    expected = checkpoint.load_arrays(whole)
+    assert any(k.endswith(".exp_avg") for k in expected)
+
+    out = tmp_path / "stopped"
+    step = LabelRefiner.step
+
+    def stop_at_4(self, i):
+        if i == 4:
+            raise _Stopped
+        step(self, i)
+
+    monkeypatch.setattr(LabelRefiner, "step", stop_at_4)
+    with pytest.raises(_Stopped):
+        train(config(mixed_data, out, *extra), progress=False)
+    monkeypatch.setattr(LabelRefiner, "step", step)
+    assert checkpoint.read_config(out)["step"] == 4
+    train(config(mixed_data, out, *extra), resume=True, progress=False)
+    resumed = checkpoint.load_arrays(out)
+    assert resumed.keys() == expected.keys()
+    for k, v in expected.items():
+        assert torch.equal(v, resumed[k]), k
 
 
 # ---------------------------------------------------------------------------------------------- bad input
