@@ -395,6 +395,17 @@ def test_an_interrupted_refinement_resumes_bit_for_bit(mixed_data, tmp_path, mon
         assert torch.equal(v, resumed[k]), k
 
 
+def test_refinement_with_several_processes_is_refused_before_any_fitting(mixed_data, tmp_path, monkeypatch):
+    """Each torchrun rank would refine its own shard of the labels: one line, before minutes of inverse
+    dynamics are spent (the process group itself is stood in for)."""
+    monkeypatch.setattr("embodied.train._setup_distributed", lambda device: (0, 2, torch.device("cpu")))
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="refine_lr refines the inferred actions in one process") as err:
+        train(config(mixed_data, out, "pseudo_labels.enabled=true", "pseudo_labels.steps=5",
+                     "data.labelled_fraction=0.5", "train.batch=4"), progress=False)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("overrides, expected", [
