@@ -322,6 +322,8 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
     tasks = (task,) if quick else TASKS
     archs = CONTENDED if quick else ARCHS
     jobs = [("matmul", matmul_gflops, (threads,))]
+    if all_cores != threads:
+        jobs.append(("matmul.all_cores", matmul_gflops, (all_cores,)))
     jobs += [(f"mujoco.{t}", bench_mujoco, (t, steps, workers)) for t in tasks]
     jobs += [(f"imagination.{a}", bench_imagination, (a, task, batches, 10, threads)) for a in archs]
     for planner in ("cem",) if quick else ("cem", "mppi"):
@@ -349,7 +351,7 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
         "amortised_over_oracle_cem": {a: results[f"planning.amortised.{a}"]["ms_per_action_median"]
                                       / results["planning.cem.mujoco"]["ms_per_action_median"] for a in CONTENDED},
         "contended_over_idle": {k: v["contended_over_idle"] for k, v in results.items() if "contended_over_idle" in v},
-        "arithmetic": _arithmetic(results, b, threads),
+        "arithmetic": _arithmetic(results, b),
         "task": task, "quick": quick,
         "machine": {"cpus": all_cores, "torch_threads": threads, "plan_threads": PLAN_THREADS,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "platform": platform.platform(),
@@ -364,13 +366,13 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
     return bench
 
 
-def _arithmetic(results: dict, b: int, threads: int) -> dict:
-    """Each imagination (at batch ``b``) and training measurement at ``threads`` threads against the matmul rate."""
-    peak = results["matmul"]["gflops"]
-    out = {f"{name}.b{b}": share_of_peak(m["gflop_per_step"], m[f"latent_steps_per_s_b{b}"], peak)
+def _arithmetic(results: dict, b: int) -> dict:
+    """Each imagination (at batch ``b``) and training measurement against the matmul rate at its threads."""
+    peak = {m["threads"]: m["gflops"] for name, m in results.items() if name.startswith("matmul")}
+    out = {f"{name}.b{b}": share_of_peak(m["gflop_per_step"], m[f"latent_steps_per_s_b{b}"], peak[m["threads"]])
            for name, m in results.items() if name.startswith("imagination.")}
-    out.update({name: share_of_peak(m["gflop_per_frame"], m["frames_per_s"], peak)
-                for name, m in results.items() if name.startswith("training.") and m["threads"] == threads})
+    out.update({name: share_of_peak(m["gflop_per_frame"], m["frames_per_s"], peak[m["threads"]])
+                for name, m in results.items() if name.startswith("training.")})
     return out
 
 
@@ -410,16 +412,16 @@ def markdown_table(bench: dict) -> str:
         label = f"{part[1].upper()} planning, {part[2]}" if part[0] == "planning" else f"{part[1]} training"
         lines.append(f"| {label} ({_threads(r[name]['threads'])}): time beside one busy process / alone | "
                      f"{ratio:.2f}x |")
-    if "matmul" in r:
-        m = r["matmul"]
+    for m in (m for name, m in r.items() if name.startswith("matmul")):
         lines.append(f"| float32 matmul, best of {len(m['gflops_per_shape'])} shapes ({_threads(m['threads'])}) | "
                      f"{m['gflops']:,.1f} GFLOP/s |")
     for name, a in bench.get("arithmetic", {}).items():
         part = name.split(".")
-        work = (f"{r[f'{part[0]}.{part[1]}']['gflop_per_step'] * 1e3:.2f} MFLOP/step, batch {part[2][1:]}"
-                if part[0] == "imagination" else f"{r[name]['gflop_per_frame'] * 1e3:.0f} MFLOP/frame")
-        lines.append(f"| {part[1]} {part[0]}: arithmetic ({work}) | {a['gflops']:,.1f} GFLOP/s = "
-                     f"{a['share_of_matmul_rate']:.0%} of the matmul rate: at most "
+        m = r[f"{part[0]}.{part[1]}" if part[0] == "imagination" else name]
+        work = (f"{m['gflop_per_step'] * 1e3:.2f} MFLOP/step, batch {part[2][1:]}" if part[0] == "imagination"
+                else f"{m['gflop_per_frame'] * 1e3:.0f} MFLOP/frame")
+        lines.append(f"| {part[1]} {part[0]} ({_threads(m['threads'])}): arithmetic ({work}) | "
+                     f"{a['gflops']:,.1f} GFLOP/s = {a['share_of_matmul_rate']:.0%} of the matmul rate: at most "
                      f"{a['most_speedup_without_less_work']:.1f}x faster without less work |")
     lines.append("| peak RSS per measurement | "
                  + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items() if "peak_rss_mb" in v) + " |")

@@ -50,7 +50,8 @@ from embodied.errors import UserError
 from embodied.io import atomic_write_bytes, atomic_write_json
 
 EPISODE_GLOB, EPISODE_NAME = "ep_*.safetensors", "ep_{:06d}.safetensors"
-DERIVED_KEYS = ("format", "episodes_total", "steps_total", "success_rate", "policies", "episodes")  # the rest is the spec
+DERIVED_KEYS = ("format", "episodes_total", "steps_total", "success_rate", "policies",
+                "episodes")  # the rest is the spec
 
 
 def _crc(arrays: dict[str, np.ndarray]) -> str:
@@ -392,7 +393,8 @@ class WindowSampler:
         shard = episodes[rank::world_size] or episodes
         self.episodes = [e for e in shard if len(e) >= length - 1]
         if not self.episodes:
-            raise UserError(f"no episode has {length} frames; shorten the window (train.seq_len) or collect longer episodes")
+            raise UserError(f"no episode has {length} frames; shorten the window (train.seq_len) "
+                            "or collect longer episodes")
         self.length = length
         counts = np.array([len(e) - length + 2 for e in self.episodes], dtype=np.float64)
         self._probs = counts / counts.sum()

@@ -112,7 +112,8 @@ def _score_table(validation: dict) -> str:
     for probe, r in validation["probes"].items():
         cells = "".join(f"<td>{_fmt(r['score'].get(w), 4)}</td>" for w in WHO_ORDER)
         sep = f"<td class='{'' if r['separates'] else 'bad'}'>{_fmt(r['separation'])}</td>"
-        rows.append(f"<tr><td><a href='#{probe}'>{probe}</a></td>{cells}{sep}<td>{html.escape(r['reference'])}</td></tr>")
+        rows.append(f"<tr><td><a href='#{probe}'>{probe}</a></td>{cells}{sep}"
+                    f"<td>{html.escape(r['reference'])}</td></tr>")
     head = "".join(f"<th>{w}</th>" for w in WHO_ORDER)
     return (f"<table id='scores'><tr><th>probe</th>{head}<th>separation</th><th>best baseline</th></tr>"
             + "".join(rows) + "</table>")
@@ -166,8 +167,9 @@ def write_report(out: Path, validation: dict, cases: dict | None = None) -> Path
             f"{_metrics_table(r['metrics'])}<div class='plots'>{''.join(plots)}</div>"
             f"<div class='media'>{''.join(media)}</div></section>")
     cmd = validation.get("command")
+    title = f"validation: {html.escape(str(validation['model']))} on {html.escape(validation['task'])}"
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>validation: {html.escape(str(validation['model']))} on {html.escape(validation['task'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{CSS}</style></head><body>
 <h1>World-model validation against MuJoCo</h1>
 <p>model <code>{html.escape(str(validation['model']))}</code> ({html.escape(validation.get('model_class', ''))}),
@@ -176,7 +178,8 @@ task <code>{html.escape(validation['task'])}</code>, settings {html.escape(str(v
 <p class="note">Scores are 0-100 between the best baseline (0) and MuJoCo (100). <b>copy_last</b> repeats the
 last real frame; <b>action_blind</b> is the model under test with every action replaced by zeros; <b>mujoco</b>
 is the simulator read through the same pipeline. <b>separation</b> is how far the best baseline is from MuJoCo
-on the probe's combined error (a probe below 0.1 cannot tell them apart). Raw numbers: <a href="validation.json">validation.json</a>.</p>
+on the probe's combined error (a probe below 0.1 cannot tell them apart). Raw numbers: \
+<a href="validation.json">validation.json</a>.</p>
 {_score_table(validation)}
 {''.join(sections)}
 </body></html>

@@ -41,7 +41,8 @@ from embodied.train import train
 
 
 def run_rounds(cfg: Config, rc: RoundsConfig | None = None, progress: bool = True) -> dict:
-    """Train the base run (or resume it), then the on-policy rounds (``rc``, default ``cfg.rounds``); returns the summary."""
+    """Train the base run (or resume it), then the on-policy rounds (``rc``, default ``cfg.rounds``);
+    returns the summary."""
     rc = rc or cfg.rounds
     base = Path(cfg.out)
     root = base / "rounds"

@@ -92,8 +92,8 @@ def set_sim_state(model: mujoco.MjModel, data: mujoco.MjData, state, name: str =
         raise ValueError("state is not a vector of numbers: pass a vector from get_state()") from None
     n = mujoco.mj_stateSize(model, STATE_SPEC)
     if state.shape != (n + model.nv + 1,):
-        raise ValueError(f"state has shape {state.shape}, expected ({n + model.nv + 1},) for task {name or 'this model'}: "
-                         "pass a vector from get_state() of the same task")
+        raise ValueError(f"state has shape {state.shape}, expected ({n + model.nv + 1},) "
+                         f"for task {name or 'this model'}: pass a vector from get_state() of the same task")
     bad = ~(np.abs(state) <= mujoco.mjMAXVAL)  # also catches NaN
     if bad.any():
         i = int(np.argmax(bad))
@@ -419,7 +419,8 @@ class MujocoTaskEnv(CameraRendering, gym.Env):
                                   "pixels_proprio": gym.spaces.Dict({"pixels": pixels, "proprio": proprio})}[obs_type]
         self.proprio_space = proprio
         self._sensor_slices = {
-            self.model.sensor(i).name: slice(self.model.sensor_adr[i], self.model.sensor_adr[i] + self.model.sensor_dim[i])
+            self.model.sensor(i).name: slice(self.model.sensor_adr[i],
+                                             self.model.sensor_adr[i] + self.model.sensor_dim[i])
             for i in range(self.model.nsensor)
         }
 

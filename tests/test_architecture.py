@@ -1,4 +1,5 @@
-"""The house rules: the floors and the import names, checked by import-linter's contracts in pyproject.toml."""
+"""The house rules: the floors and the import names, checked by import-linter's contracts in pyproject.toml, and
+ruff's lint rules ([tool.ruff] there)."""
 import pkgutil
 import subprocess
 import sys
@@ -23,6 +24,14 @@ def test_import_contracts_hold():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "BROKEN" not in proc.stdout
+
+
+def test_the_code_passes_ruff():
+    """Unused names, undefined names, lines over 120 characters: `ruff check` names the file and line."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                           "embodied", "envs", "planners", "policies", "benchmarks", "tests"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def test_every_module_sits_on_a_floor():

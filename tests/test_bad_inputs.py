@@ -44,7 +44,8 @@ VALIDATE = "validate --task reach --model mujoco --quick --no-media --probes fid
 IMAGINED = "embodied/Imagined-v0"
 # a message says how to fix the input: one of these words
 FIX = re.compile(r"\b(must|pass|use|set|choose|delete|re-?run|re-?train|fix|give|remove|add|lower|make|restore|"
-                 r"resume|leave|change|free|pick|try|expected|needs?|rename|did you mean|one of|valid|create|train one|collect)\b", re.IGNORECASE)
+                 r"resume|leave|change|free|pick|try|expected|needs?|rename|did you mean|one of|valid|create|"
+                 r"train one|collect)\b", re.IGNORECASE)
 TINY_MODEL = {"arch": "recurrent", "channels": 8, "embed_dim": 32, "deter": 32, "stoch": 8, "hidden": 32,
               "proprio_embed": 8}
 
@@ -568,7 +569,8 @@ def test_cli_reconciles_dataset(world, case_id, owner, dataset, files, capsys, m
     monkeypatch.chdir(world.root / "out" / "cwd")
     folder = Path(world[dataset])
     episodes = {p.name: p.read_bytes() for p in episode_files(folder)}
-    code, err = run_cli(argv_of(TRAIN.replace("{data}", "{" + dataset + "}") + " --no-progress", world, case_id), capsys)
+    argv = argv_of(TRAIN.replace("{data}", "{" + dataset + "}") + " --no-progress", world, case_id)
+    code, err = run_cli(argv, capsys)
     assert code == 0, err[-2000:]
     assert "Traceback" not in err and "manifest.json" in err
     assert {p.name: p.read_bytes() for p in episode_files(folder)} == episodes and len(episodes) == files
@@ -641,7 +643,8 @@ def test_process_exits_2_with_one_line(world, case_id):
     names = next(c[3] for c in CLI if c[0] == case_id)
     env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "embodied.cli", *argv_of(template, world, case_id + "-process")],
-                          cwd=world.root / "out" / "cwd", env=env, capture_output=True, text=True, timeout=300, check=False)
+                          cwd=world.root / "out" / "cwd", env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     lines = message_of(proc.stderr)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1, proc.stderr

@@ -38,11 +38,12 @@ def test_quick_bench_writes_json_and_table(tmp_path):
         assert r[f"planning.amortised.{arch}"]["ms_per_action_median"] < cem
         assert 0 < on_disk["amortised_over_oracle_cem"][arch] < 1
     assert r["training.recurrent"]["frames_per_s"] > 0 and r["training.slots"]["frames_per_s"] > 0
-    assert all(v["peak_rss_mb"] > 0 for k, v in r.items() if k != "matmul")
+    assert all(v["peak_rss_mb"] > 0 for k, v in r.items() if not k.startswith("matmul"))
     assert r["matmul"]["gflops"] == max(r["matmul"]["gflops_per_shape"].values()) > 0
     arithmetic = on_disk["arithmetic"]
     assert set(arithmetic) == {"imagination.slots.b64", "imagination.recurrent.b64", "training.slots",
-                               "training.recurrent"}
+                               "training.recurrent", "training.slots.all_cores", "training.recurrent.all_cores"}
+    assert r["matmul.all_cores"]["threads"] == os.cpu_count() > 1
     for a in arithmetic.values():  # a real measurement runs below the best matmul rate, and not at nothing
         assert 0.001 < a["share_of_matmul_rate"] < 1.5
         assert a["most_speedup_without_less_work"] == pytest.approx(1 / a["share_of_matmul_rate"])
@@ -56,7 +57,8 @@ def test_quick_bench_writes_json_and_table(tmp_path):
     assert "| CEM ms/action, recurrent" in table and "| CEM planning, slots (1 thread): time beside" in table
     assert "| CEM h3 16x1 + prior + critic, slots / MuJoCo CEM, ms per action |" in table
     assert "| float32 matmul, best of 3 shapes (1 thread) |" in table
-    assert "| recurrent training: arithmetic (" in table and "| slots imagination: arithmetic (" in table
+    assert f"| recurrent training ({os.cpu_count()} threads): arithmetic (" in table
+    assert "| slots imagination (1 thread): arithmetic (" in table
     assert not multiprocessing.active_children()
 
 

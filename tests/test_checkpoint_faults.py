@@ -116,7 +116,8 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path):
                 assert "\n" not in message and "step 1 is intact" in message and "free disk space" in message
                 assert _check_loads(run) == 1
             names = json.loads((run / "config.json").read_text())["files"]
-            assert sorted(p.name for p in run.iterdir()) == sorted(["config.json"] + [f["path"] for f in names.values()])
+            assert sorted(p.name for p in run.iterdir()) == \
+                sorted(["config.json"] + [f["path"] for f in names.values()])
         else:  # no permission to mount: the kernel's file-size limit makes the same write fail (EFBIG)
             run = tmp_path / "run"
             code = (f"import resource, signal, torch\nfrom embodied import checkpoint\nfrom embodied.models import "

@@ -54,7 +54,8 @@ def test_windows_have_consistent_shapes_and_come_from_episodes(push_data):
     ds = Dataset(push_data)
     batch = WindowSampler(ds.train, 8).sample(5, np.random.default_rng(0))
     assert batch["frames"].shape == (5, 8, 64, 64, 3)
-    assert batch["proprio"].shape == (5, 8, 4) and batch["actions"].shape == (5, 7, 2) and batch["rewards"].shape == (5, 7)
+    assert (batch["proprio"].shape == (5, 8, 4) and batch["actions"].shape == (5, 7, 2)
+            and batch["rewards"].shape == (5, 7))
     # each window is a contiguous slice of some training episode
     f0 = batch["frames"][0]
     assert any(any(bool((ep.frames[t:t + 8] == f0).all()) for t in range(len(ep) - 6)) for ep in ds.train)

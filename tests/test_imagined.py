@@ -370,7 +370,8 @@ def test_latent_wrapper_on_the_real_env(model, history, obs_mode):
     assert np.allclose(obs, want, atol=1e-6)
     with pytest.raises(ValueError, match="NaN"):
         env.step(np.array([np.nan, 0.0]))
-    if history == "episode" and obs_mode == "latent":  # the checkers once: they are slow on a real env behind an encoder
+    # the checkers once: they are slow on a real env behind an encoder
+    if history == "episode" and obs_mode == "latent":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sb3_check_env(env, warn=False)

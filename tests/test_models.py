@@ -544,7 +544,6 @@ def test_slots_action_gates_can_close_and_stay_open_for_the_driven_slot(spec, da
     that needs the action on one slot only, the other slots' gates close and the driven one opens (at 1x, Adam
     moves a logit ~lr per step and the gates stay near their start, 0.5)."""
     model = _model("slots", spec)
-    pos, vel, seen = torch.zeros(8, 4, 2), torch.zeros(8, 4, 2), torch.ones(8, 4)
     action = torch.rand(8, 2) * 2 - 1
     opt = torch.optim.Adam([model.action_gate], lr=1e-3)
     for _ in range(600):                                                          # the config's lr, 600 steps

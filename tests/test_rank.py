@@ -115,9 +115,9 @@ def reach_run(tmp_path_factory):
     collect("reach", 4, root / "data", workers=1, progress=False)
     before = torch.get_num_threads()
     cfg = load_config([ROOT / "configs/reach_recurrent.yaml", ROOT / "configs/debug.yaml"],
-                      [f"data={root / 'data'}", f"out={root / 'run'}", "model.deter=32", "model.stoch=8", "model.object_weight=10",
-                       "train.threads=1", "train.batch=2", "train.seq_len=6", "train.eval_windows=2",
-                       "train.videos=0", "train.steps=3"])
+                      [f"data={root / 'data'}", f"out={root / 'run'}", "model.deter=32", "model.stoch=8",
+                       "model.object_weight=10", "train.threads=1", "train.batch=2", "train.seq_len=6",
+                       "train.eval_windows=2", "train.videos=0", "train.steps=3"])
     train(cfg, progress=False)
     torch.set_num_threads(before)
     return root / "run"

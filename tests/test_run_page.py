@@ -224,7 +224,10 @@ def test_split_video_undoes_the_training_video_layout(size, windows):
     rng = np.random.default_rng(0)
     ctx, real, pred = (rng.integers(0, 256, (windows, t, size, size, 3), dtype=np.uint8) for t in (4, 6, 6))
     real_out, pred_out = split_video(side_by_side(ctx, real, pred), (size, size))
-    up = lambda x: x.repeat(VIDEO_SCALE, axis=2).repeat(VIDEO_SCALE, axis=3)
+
+    def up(x):
+        return x.repeat(VIDEO_SCALE, axis=2).repeat(VIDEO_SCALE, axis=3)
+
     assert real_out.shape == (windows, 10, VIDEO_SCALE * size, VIDEO_SCALE * size, 3)
     assert (real_out == up(np.concatenate([ctx, real], axis=1))).all()
     inner = (slice(None), slice(None), slice(VIDEO_SCALE, -VIDEO_SCALE), slice(VIDEO_SCALE, -VIDEO_SCALE))

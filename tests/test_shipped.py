@@ -191,9 +191,9 @@ def test_demo_plans_with_the_shipped_model_beside_the_oracle_and_a_fresh_model(s
     their output exists), so it plans, validates and summarises."""
     from embodied.commands import demo
 
-    tiny = {"episodes": 5, "configs": [os.path.join(ROOT, "configs/debug.yaml")], "train": {"recurrent": TINY}, "steps": 6,
-            "steps_beside_shipped": 6, "plan_episodes": 1, "shipped_plan_episodes": 1, "plan": TINY_PLAN[6:],
-            "probes": "quick", "validate": ["--probes", "controllability", "--no-media"]}
+    tiny = {"episodes": 5, "configs": [os.path.join(ROOT, "configs/debug.yaml")], "train": {"recurrent": TINY},
+            "steps": 6, "steps_beside_shipped": 6, "plan_episodes": 1, "shipped_plan_episodes": 1,
+            "plan": TINY_PLAN[6:], "probes": "quick", "validate": ["--probes", "controllability", "--no-media"]}
     monkeypatch.setitem(demo.SCALES, "tiny", tiny)
     out = tmp_path / "demo"
     shutil.copytree(trained / "data", out / "data")

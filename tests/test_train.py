@@ -116,7 +116,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(reach_data, tmp_path)
     checkpoint.save(tmp_path, model, opt, 2, {"note": "x"}, spec=spec, train_config={"plugins": []})
     saved = json.loads((tmp_path / "config.json").read_text())
     # one checkpoint: config.json and the files it names, none of step 1's, no temp files left behind
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json"] + [f["path"] for f in saved["files"].values()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        sorted(["config.json"] + [f["path"] for f in saved["files"].values()])
     assert all(".00000002." in f["path"] for f in saved["files"].values())
     assert saved["task"] == "reach" and saved["spec"]["action_dim"] == 2 and saved["model"]["arch"] == "recurrent"
 

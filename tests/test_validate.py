@@ -240,7 +240,8 @@ def _report_refs(d):
 def test_report_references_files_that_exist_and_no_network(oracle_runs, task):
     d, v = oracle_runs[task]
     page, refs = _report_refs(d)
-    assert not re.search(r"(?:src|href)=['\"](?:https?:)?//", page), "the report must not load anything from the network"
+    assert not re.search(r"(?:src|href)=['\"](?:https?:)?//", page), \
+        "the report must not load anything from the network"
     assert refs and all((d / r).is_file() for r in refs), [r for r in refs if not (d / r).is_file()]
     pngs = [r for r in refs if r.endswith(".png")]
     gifs = [r for r in refs if r.endswith(".gif")]

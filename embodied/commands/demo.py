@@ -64,7 +64,8 @@ def _run(name: str, argv: list[str]) -> None:
     start = time.perf_counter()
     code = cli(argv)
     if code != 0:
-        raise UserError(f"stage {name!r} failed (exit {code}); fix the error above and re-run `embodied demo` to resume")
+        raise UserError(f"stage {name!r} failed (exit {code}); fix the error above and re-run "
+                        "`embodied demo` to resume")
     print(f"[demo] {name}: done in {time.perf_counter() - start:.0f}s", flush=True)
 
 
@@ -153,7 +154,8 @@ def _heldout(metrics: dict) -> str:
         v = metrics.get(key)
         return "n/a" if v is None else format(v, fmt)
     return (f"held-out PSNR@8 {f('heldout.psnr_h8', '.1f')} dB (copy-last {f('heldout.copy_last_psnr_h8', '.1f')}), "
-            f"body error@8 {f('heldout.body_err_h8', '.1f')} px (copy-last {f('heldout.copy_last_body_err_h8', '.1f')})")
+            f"body error@8 {f('heldout.body_err_h8', '.1f')} px "
+            f"(copy-last {f('heldout.copy_last_body_err_h8', '.1f')})")
 
 
 def run(args) -> int:
@@ -243,7 +245,8 @@ def _beside_shipped(args, s: dict, out: Path, entry: dict, start: float) -> None
     print(_line("CEM, MuJoCo oracle (same seeds)", plans["oracle"]))
     print(_line(f"CEM, fresh model ({metrics.get('train.steps')} steps)", plans["fresh"]))
     if plans["oracle"]["success_rate"]:
-        print(f"  shipped model / oracle success: {plans['shipped']['success_rate'] / plans['oracle']['success_rate']:.2f}")
+        print("  shipped model / oracle success: "
+              f"{plans['shipped']['success_rate'] / plans['oracle']['success_rate']:.2f}")
     print(f"  probes of the shipped model ({s['probes']} preset):")
     for line in _probe_lines(validation):
         print("  " + line)

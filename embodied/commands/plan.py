@@ -62,7 +62,8 @@ class PlannerSection:
 @dataclass
 class PlanConfig:
     task: str = "reach"                # reach | push | occlusion | a Gymnasium MuJoCo id
-    model: str = "mujoco"              # a run folder, a shipped checkpoint's name, or mujoco | oracle | copy_last | blind_oracle
+    model: str = "mujoco"              # a run folder, a shipped checkpoint's name,
+                                       # or mujoco | oracle | copy_last | blind_oracle
     planner: PlannerSection = field(default_factory=PlannerSection)
     prior: str | None = None           # a policy folder or zip from `embodied policy train` proposing candidates
     objective: str = "reward"          # reward | goal (approach the encoded goal image)
@@ -193,7 +194,8 @@ def plan(cfg: PlanConfig) -> int:
     s = planner.settings
     if s.samples * s.horizon > MAX_SEQUENCE_STEPS:
         raise UserError(f"planner.horizon x planner.samples = {s.horizon} x {s.samples} imagined steps per iteration "
-                        f"is more than {MAX_SEQUENCE_STEPS:,}, too many to hold in memory; lower --horizon or --samples")
+                        f"is more than {MAX_SEQUENCE_STEPS:,}, too many to hold in memory; "
+                        "lower --horizon or --samples")
     model = load_model(cfg.model, task, factors=cfg.fov)
     if cfg.prior:
         planner.prior = load_prior(cfg.prior, model)

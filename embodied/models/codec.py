@@ -103,7 +103,8 @@ class ConvDecoder(nn.Module):
     to learn, which is what the small moving bodies need.
     """
 
-    def __init__(self, in_dim: int, image_size: int = 64, channels: int = 32, broadcast: int = 0, out_channels: int = 3):
+    def __init__(self, in_dim: int, image_size: int = 64, channels: int = 32, broadcast: int = 0,
+                 out_channels: int = 3):
         super().__init__()
         n = _stages(image_size)
         self.broadcast = broadcast
@@ -193,7 +194,8 @@ def foreground_mask(target: torch.Tensor, floor_rgb=FLOOR_RGB, thresh: float = 0
 
 
 def foreground_weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight: float = 10.0,
-                            extra_mask: torch.Tensor | None = None, floor_rgb=FLOOR_RGB, power: int = 2) -> torch.Tensor:
+                            extra_mask: torch.Tensor | None = None, floor_rgb=FLOOR_RGB,
+                            power: int = 2) -> torch.Tensor:
     """Mean squared (``power=2``) or absolute (``power=1``) error over (...,3,H,W), foreground weighted ``fg_weight`` x.
 
     Foreground is every pixel of ``target`` (or of ``extra_mask``, e.g. the

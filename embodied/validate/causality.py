@@ -154,8 +154,9 @@ def run(h) -> dict:
     cases = [{"label": label, "seed": starts[i].seed, "error": float(cases_src["err"][i]),
               "error_name": f"{target} displacement error (px), contact branch", "real": real[i],
               "pred": cases_src["pred"][i]} for label, i in (("best", order[0]), ("worst", order[-1]))]
+    true_contact_px = float(np.linalg.norm(true_disp["contact"][:, -1], axis=-1).mean())
     return {"metrics": metrics, "errors": errors,
             "floors": {"moved_error": 0.05, "displacement_px_error": 1.0, "null_motion_px_error": 1.0},
             "curves": curves, "cases": cases,
             "settings": {"pairs": n, "horizon": horizon, "target": target, "move_px": MOVE_PX,
-                         "true_contact_displacement_px": float(np.linalg.norm(true_disp["contact"][:, -1], axis=-1).mean())}}
+                         "true_contact_displacement_px": true_contact_px}}

@@ -52,7 +52,8 @@ def compare(models: list, task: str, out: Path, quick: bool = False, seed: int =
     summary = {"format": FORMAT, "task": first["task"], "settings": first["settings"],
                "models": {n: str(s) for n, s in zip(validations, models)}, "command": command,
                "checkpoints": {n: v.get("checkpoint") for n, v in validations.items()}, "scores": table,
-               "metrics": {p: {n: v["probes"].get(p, {}).get("metrics", {}).get("model") for n, v in validations.items()}
+               "metrics": {p: {n: v["probes"].get(p, {}).get("metrics", {}).get("model")
+                               for n, v in validations.items()}
                            for p in probes_seen},
                "reports": {n: f"{n}/report.html" for n in validations}}
     atomic_write_json(out / "compare.json", summary)

@@ -187,7 +187,8 @@ def run(h) -> dict:
              for label, i in (("best", ranked[0]), ("worst", ranked[-1]))]
     worst_long = int(np.argmax([nanmean(np.abs(long_pred["model"][i].astype(int) - long_real[i]))
                                 for i in range(n_long)]))
-    cases.append({"label": "long rollout", "seed": long_starts[worst_long].seed, "error": metrics["model"]["still_drift_px"],
+    cases.append({"label": "long rollout", "seed": long_starts[worst_long].seed,
+                  "error": metrics["model"]["still_drift_px"],
                   "error_name": "still drift (px)", "real": long_real[worst_long][::2],
                   "pred": long_pred["model"][worst_long][::2]})
     return {"metrics": metrics, "errors": errors,
