@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
-from embodied.benchmarks.ceiling import count_gflop, matmul_gflops, share_of_peak
+from embodied.benchmarks.ceiling import count_gflop, share_of_peak
+from embodied.benchmarks.table import markdown_table
 
 ARCHS = ("slots", "recurrent", "transformer")
 CONTENDED = ("slots", "recurrent")  # the archs measured also beside a busy process (and in --quick)
@@ -36,6 +37,8 @@ PLAN_THREADS = 1  # the torch threads `embodied plan` plans with
 # the amortised end of the planner dial (README, "Amortised planning"): CEM three steps deep around a policy prior,
 # scored with the prior's critic beyond it
 AMORTISED = {"horizon": 3, "samples": 16, "iterations": 1, "elites": 4, "terminal_value": 1.0}
+# (m, k, n): a square GEMM, the transformer's fused qkv projection at batch 256 x 2 tokens, a conv-like tall GEMM
+GEMM_SHAPES = ((1024, 1024, 1024), (512, 128, 384), (4096, 256, 256))
 
 
 def _median_rate(fn, units: int, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -97,6 +100,21 @@ def contended(measure) -> dict:
     with busy_process():
         busy = measure()
     return {"idle_s": idle, "contended_s": busy, "contended_over_idle": busy / idle}
+
+
+# ---- the machine's arithmetic ------------------------------------------------------------------
+def bench_matmul(threads: int) -> dict:
+    """The best float32 GEMM rate (GFLOP/s) at ``threads`` torch threads, and the rate of each shape."""
+    _setup_process(threads)
+    import torch
+
+    rates = {}
+    for m, k, n in GEMM_SHAPES:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        calls = max(1, int(2e9 // (2 * m * k * n)))  # about 2 GFLOP per timed run
+        rates[f"{m}x{k}x{n}"] = _median_rate(lambda: [torch.mm(a, b) for _ in range(calls)],
+                                             2 * m * k * n * calls / 1e9, repeats=7)[0]
+    return {"gflops": max(rates.values()), "gflops_per_shape": rates, "threads": threads}
 
 
 # ---- MuJoCo ground truth ----------------------------------------------------------------------
@@ -321,9 +339,9 @@ def run_bench(out: Path, quick: bool = False, task: str = "push", workers: int =
     iters, repeats = (1, 1) if quick else (5, 3)
     tasks = (task,) if quick else TASKS
     archs = CONTENDED if quick else ARCHS
-    jobs = [("matmul", matmul_gflops, (threads,))]
+    jobs = [("matmul", bench_matmul, (threads,))]
     if all_cores != threads:
-        jobs.append(("matmul.all_cores", matmul_gflops, (all_cores,)))
+        jobs.append(("matmul.all_cores", bench_matmul, (all_cores,)))
     jobs += [(f"mujoco.{t}", bench_mujoco, (t, steps, workers)) for t in tasks]
     jobs += [(f"imagination.{a}", bench_imagination, (a, task, batches, 10, threads)) for a in archs]
     for planner in ("cem",) if quick else ("cem", "mppi"):
@@ -374,59 +392,3 @@ def _arithmetic(results: dict, b: int) -> dict:
     out.update({name: share_of_peak(m["gflop_per_frame"], m["frames_per_s"], peak[m["threads"]])
                 for name, m in results.items() if name.startswith("training.")})
     return out
-
-
-def markdown_table(bench: dict) -> str:
-    """The README table of a bench.json."""
-    r, task = bench["results"], bench["task"]
-    lines = ["| measurement | value |", "| --- | --- |"]
-    for t in TASKS:
-        if f"mujoco.{t}" in r:
-            m = r[f"mujoco.{t}"]
-            par = next(v for k, v in m.items() if k.startswith("steps_per_s_") and k.endswith("workers"))
-            lines.append(f"| MuJoCo {t} step + 64x64 render, 1 env / {m['workers']} workers | "
-                         f"{m['steps_per_s_1env']:,.0f} / {par:,.0f} steps/s |")
-    for a in (a for a in ARCHS if f"imagination.{a}" in r):
-        m = r[f"imagination.{a}"]
-        rates = ", ".join(f"b{k.rsplit('_b', 1)[1]}: {v:,.0f}" for k, v in m.items() if k.startswith("latent_steps"))
-        lines.append(f"| {a} latent steps/s ({m['params'] / 1e6:.2f}M params) | {rates} |")
-        lines.append(f"| {a} decoded frames/s (batch 64) | {m['decoded_frames_per_s_b64']:,.0f} |")
-    for k, v in bench.items():
-        if k.startswith("imagine_over_mujoco") and k.endswith("per_arch"):
-            lines.append(f"| imagination / MuJoCo ({task}, {k.split('_')[3]}) | "
-                         + ", ".join(f"{a}: {x:.1f}x" for a, x in v.items()) + " |")
-    labels = {"cem": "CEM", "mppi": "MPPI", "amortised": "CEM h3 16x1 + prior + critic", "policy": "policy prior alone"}
-    for name, m in r.items():
-        if name.startswith("planning."):
-            _, planner, model = name.split(".")
-            lines.append(f"| {labels[planner]} ms/action, {model} (median / p95) | "
-                         f"{m['ms_per_action_median']:.1f} / {m['ms_per_action_p95']:.1f} |")
-    for a, ratio in bench.get("amortised_over_oracle_cem", {}).items():
-        lines.append(f"| CEM h3 16x1 + prior + critic, {a} / MuJoCo CEM, ms per action | {ratio:.2f}x |")
-    for name, m in r.items():
-        if name.startswith("training."):
-            lines.append(f"| {name.split('.')[1]} training (batch {m['batch']} x {m['seq_len']}, "
-                         f"{_threads(m['threads'])}) | {m['frames_per_s']:,.0f} frames/s |")
-    for name, ratio in bench.get("contended_over_idle", {}).items():
-        part = name.split(".")
-        label = f"{part[1].upper()} planning, {part[2]}" if part[0] == "planning" else f"{part[1]} training"
-        lines.append(f"| {label} ({_threads(r[name]['threads'])}): time beside one busy process / alone | "
-                     f"{ratio:.2f}x |")
-    for m in (m for name, m in r.items() if name.startswith("matmul")):
-        lines.append(f"| float32 matmul, best of {len(m['gflops_per_shape'])} shapes ({_threads(m['threads'])}) | "
-                     f"{m['gflops']:,.1f} GFLOP/s |")
-    for name, a in bench.get("arithmetic", {}).items():
-        part = name.split(".")
-        m = r[f"{part[0]}.{part[1]}" if part[0] == "imagination" else name]
-        work = (f"{m['gflop_per_step'] * 1e3:.2f} MFLOP/step, batch {part[2][1:]}" if part[0] == "imagination"
-                else f"{m['gflop_per_frame'] * 1e3:.0f} MFLOP/frame")
-        lines.append(f"| {part[1]} {part[0]} ({_threads(m['threads'])}): arithmetic ({work}) | "
-                     f"{a['gflops']:,.1f} GFLOP/s = {a['share_of_matmul_rate']:.0%} of the matmul rate: at most "
-                     f"{a['most_speedup_without_less_work']:.1f}x faster without less work |")
-    lines.append("| peak RSS per measurement | "
-                 + ", ".join(f"{k}: {v['peak_rss_mb']:.0f} MB" for k, v in r.items() if "peak_rss_mb" in v) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _threads(n: int) -> str:
-    return f"{n} thread" + "s" * (n != 1)

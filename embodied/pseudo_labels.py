@@ -190,9 +190,6 @@ def label_unlabelled(cfg: PseudoLabelsConfig, ds: Dataset, out: Path, spec: dict
     return report
 
 
-ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # what torch's Adam keeps per tensor
-
-
 class LabelRefiner:
     """With ``pseudo_labels.refine_lr``: Adam on the inferred actions of ``ds.train``, which the world model's loss
     reaches through its batches, from step ``start`` on (clipped to [-1, 1]); so they come to explain what the
@@ -218,7 +215,7 @@ class LabelRefiner:
 
     def arrays(self) -> dict[str, torch.Tensor]:
         """The refined actions by episode seed, and their Adam moments once refinement has begun, for the
-        checkpoint: ``"SEED"``, ``"SEED.step"``, ``"SEED.exp_avg"``, ``"SEED.exp_avg_sq"``."""
+        checkpoint: ``"SEED"`` and ``"SEED.<Adam state key>"`` (``step``, ``exp_avg``, ``exp_avg_sq``)."""
         out = {}
         for e in self.episodes:
             out[str(e.seed)] = e.actions
@@ -235,6 +232,7 @@ class LabelRefiner:
         with torch.no_grad():
             for e in self.episodes:
                 e.actions.copy_(arrays[str(e.seed)])
-                moments = {k: arrays[f"{e.seed}.{k}"].clone() for k in ADAM_STATE if f"{e.seed}.{k}" in arrays}
+                prefix = f"{e.seed}."
+                moments = {k[len(prefix):]: v.clone() for k, v in arrays.items() if k.startswith(prefix)}
                 if moments:
                     self.opt.state[e.actions] = moments

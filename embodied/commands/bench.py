@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embodied.benchmarks.bench import markdown_table, run_bench
+from embodied.benchmarks.bench import run_bench
+from embodied.benchmarks.table import markdown_table
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable
