@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from embodied.data import build_manifest, check_dataset_task, episode_path, write_episode
-from embodied.envs.mujoco_base import check_factor_setting
+from embodied.envs.factors import check_factor_setting
 from embodied.envs.registry import canonical_task, make_task, task_class
 from embodied.errors import UserError
 from embodied.io import atomic_write_json, os_error_message

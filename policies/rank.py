@@ -25,150 +25,38 @@ Policies (``--policies``, mixed freely)
     per-episode random numbers of ``random`` and ``scripted`` are seeded by the
     episode's seed, so a policy draws the same noise in both worlds.
 
-Statistics (pure functions below, on per-policy means)
-    ``spearman`` and ``pearson`` (scipy.stats; NaN when either side is
-    constant); ``top1``: of the policies tied for best in imagination, the
-    share also tied for best in reality (1: the model picks a real best);
-    ``pairwise``: over the policy pairs the real task orders (not tied), the
-    share the model orders the same way, a tie in imagination counting one
-    half. Confidence intervals resample episodes with replacement (the same
-    start states for every policy and both worlds, so columns are resampled
-    together), percentile intervals from a seeded generator.
+The statistics are in :mod:`embodied.policies.rank_stats`, the page in
+:mod:`embodied.policies.rank_page`.
 
 Writes ``rank.json``, ``scatter.png`` (imagined against real success and
 return, one labelled point per policy) and ``rank.html`` under ``out``.
 """
 from __future__ import annotations
 
-import html
 import json
 import re
 import time
 import zipfile
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from embodied.config import check_range
 from embodied.envs.imagined import ImaginedEnv, LatentObservation
-from embodied.envs.mujoco_base import check_factors
+from embodied.envs.factors import check_factors
 from embodied.envs.registry import canonical_task, make_task, task_class
 from embodied.errors import UserError
 from embodied.io import atomic_write_bytes, atomic_write_json
 from embodied.load import load_model, resolve_run_dir
 from embodied.policies.imagination import EVAL_SEED_OFFSET, checkpoint_info
+from embodied.policies.rank_page import plot_scatter, rank_html
+from embodied.policies.rank_stats import METRICS, ranking_stats, ranks
 
 FORMAT = "embodied-rank/1"
-METRICS = ("success", "return")
 SB3_OBS = ("latent", "readout")
 
-
-# ---- the statistics ---------------------------------------------------------------------------------------------
-
-def _pair(real, imagined) -> tuple[np.ndarray, np.ndarray]:
-    real, imagined = np.asarray(real, np.float64).ravel(), np.asarray(imagined, np.float64).ravel()
-    if real.shape != imagined.shape:
-        raise ValueError(f"{real.size} real values but {imagined.size} imagined ones: one of each per policy")
-    return real, imagined
-
-
-def _constant(x: np.ndarray) -> bool:
-    return x.size < 2 or bool(np.all(x == x[0]))
-
-
-def spearman(real, imagined) -> float:
-    """Spearman rank correlation of real and imagined values (one per policy); NaN when either is constant."""
-    real, imagined = _pair(real, imagined)
-    if _constant(real) or _constant(imagined):
-        return float("nan")
-    return float(stats.spearmanr(real, imagined).statistic)
-
-
-def pearson(real, imagined) -> float:
-    """Pearson correlation of real and imagined values (one per policy); NaN when either is constant."""
-    real, imagined = _pair(real, imagined)
-    if _constant(real) or _constant(imagined):
-        return float("nan")
-    return float(stats.pearsonr(real, imagined).statistic)
-
-
-def top1_agreement(real, imagined) -> float:
-    """Of the policies tied for best in imagination, the share also tied for best in reality (1: a real best)."""
-    real, imagined = _pair(real, imagined)
-    if real.size == 0:
-        return float("nan")
-    picked = imagined == imagined.max()
-    return float(np.mean(real[picked] == real.max()))
-
-
-def pairwise_agreement(real, imagined) -> float:
-    """Over the policy pairs the real values order (not tied), the share imagination orders the same way.
-
-    A pair tied in imagination counts one half; NaN when reality ties every pair.
-    """
-    real, imagined = _pair(real, imagined)
-    i, j = np.triu_indices(real.size, k=1)
-    real_sign, imagined_sign = np.sign(real[i] - real[j]), np.sign(imagined[i] - imagined[j])
-    ordered = real_sign != 0
-    if not ordered.any():
-        return float("nan")
-    score = np.where(imagined_sign == 0, 0.5, (real_sign == imagined_sign).astype(np.float64))
-    return float(score[ordered].mean())
-
-
-STATISTICS = {"spearman": spearman, "pearson": pearson, "top1": top1_agreement, "pairwise": pairwise_agreement}
-
-
-def bootstrap_ci(real, imagined, statistic, samples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of ``statistic`` over episode resamples.
-
-    ``real`` and ``imagined`` are (policies, episodes) per-episode values, episode
-    ``e`` the same start state in every row and in both arrays, so the same
-    resampled columns are taken from both; the statistic is computed on the
-    per-policy means. Resamples where it is undefined (NaN) are dropped; (NaN,
-    NaN) when none is left. The generator is seeded: the same inputs give the
-    same interval.
-    """
-    real, imagined = np.asarray(real, np.float64), np.asarray(imagined, np.float64)
-    if real.ndim != 2 or real.shape != imagined.shape:
-        raise ValueError(f"real {real.shape} and imagined {imagined.shape} must both be (policies, episodes)")
-    rng = np.random.default_rng(seed)
-    episodes = real.shape[1]
-    values = np.empty(samples)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for k in range(samples):
-            idx = rng.integers(0, episodes, episodes)
-            values[k] = statistic(real[:, idx].mean(1), imagined[:, idx].mean(1))
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def ranking_stats(real, imagined, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Every statistic of :data:`STATISTICS` on (policies, episodes) arrays: {name: {"value", "ci": [lo, hi]}}."""
-    real, imagined = np.asarray(real, np.float64), np.asarray(imagined, np.float64)
-    out = {}
-    for name, fn in STATISTICS.items():
-        value = fn(real.mean(1), imagined.mean(1))
-        ci = bootstrap_ci(real, imagined, fn, samples, seed, level) if samples else (float("nan"),) * 2
-        out[name] = {"value": _finite(value), "ci": [_finite(ci[0]), _finite(ci[1])]}
-    return out
-
-
-def _finite(x):
-    """A JSON number, or None for NaN / infinity."""
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
-# ---- the settings -----------------------------------------------------------------------------------------------
 
 @dataclass
 class RankConfig:
@@ -517,7 +405,7 @@ def rank_policies(cfg: RankConfig, command: str = "", log=None) -> dict:
             statistics[metric] = None  # imagined success unknown for this model and task
             continue
         statistics[metric] = ranking_stats(real, imagined, cfg.bootstrap, cfg.seed, cfg.level)
-        for name, rank in (("real_rank", _ranks(real.mean(1))), ("imagined_rank", _ranks(imagined.mean(1)))):
+        for name, rank in (("real_rank", ranks(real.mean(1))), ("imagined_rank", ranks(imagined.mean(1)))):
             for row, r in zip(rows, rank):
                 row.setdefault(name, {})[metric] = r
     source = next(iter(success_sources)) if len(success_sources) == 1 else None
@@ -536,102 +424,3 @@ def rank_policies(cfg: RankConfig, command: str = "", log=None) -> dict:
     atomic_write_bytes(out / "rank.html", rank_html(result).encode())
     result["rank_json"] = str(out / "rank.json")
     return result
-
-
-def _ranks(values: np.ndarray) -> list[float]:
-    """1 = best; ties share their mean rank."""
-    return [float(r) for r in stats.rankdata(-np.asarray(values, np.float64))]
-
-
-# ---- the report -------------------------------------------------------------------------------------------------
-
-def plot_scatter(path: Path, rows: list[dict]) -> Path:
-    """scatter.png: imagined against real success rate and return, one labelled point per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [m for m in METRICS if all(r["imagined"][f"{m}_rate" if m == "success" else f"{m}_mean"] is not None
-                                        for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), dpi=100, squeeze=False)
-    for ax, metric in zip(axes[0], panels):
-        key = "success_rate" if metric == "success" else "return_mean"
-        x = np.array([r["real"][key] for r in rows])
-        y = np.array([r["imagined"][key] for r in rows])
-        ax.scatter(x, y, color="tab:blue", zorder=3)
-        at: dict = {}  # policies on the same point share one label
-        for xi, yi, r in zip(x, y, rows):
-            at.setdefault((round(float(xi), 9), round(float(yi), 9)), []).append(r["label"])
-        for (xi, yi), labels in at.items():
-            ax.annotate(", ".join(labels), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls=":", color="gray", label="imagined = real")
-        ax.set_xlabel(f"real {metric}")
-        ax.set_ylabel(f"imagined {metric}")
-        ax.set_title(f"{metric}: one point per policy", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}code{background:#f5f5f5;padding:1px 4px}
-img{max-width:100%;border:1px solid #eee}.note{color:#555;font-size:90%}
-"""
-
-
-def _f(v, fmt: str = "{:.3g}") -> str:
-    return "n/a" if v is None else html.escape(fmt.format(v))
-
-
-def rank_html(result: dict) -> str:
-    """rank.html: the policies' real and imagined numbers, the ranking statistics with intervals, the scatter."""
-    e = html.escape
-    rows = []
-    for r in result["policies"]:
-        real, imag = r["real"], r["imagined"]
-        rows.append(f"<tr><td>{e(r['label'])}</td><td>{e(r['kind'])}</td><td>{_f(real['success_rate'], '{:.0%}')}</td>"
-                    f"<td>{_f(imag['success_rate'], '{:.0%}')}</td><td>{_f(real['return_mean'], '{:.2f}')}</td>"
-                    f"<td>{_f(imag['return_mean'], '{:.2f}')}</td>"
-                    f"<td>{_f((r.get('real_rank') or {}).get('return'), '{:g}')}</td>"
-                    f"<td>{_f((r.get('imagined_rank') or {}).get('return'), '{:g}')}</td></tr>")
-    stat_rows = []
-    for name in STATISTICS:
-        cells = []
-        for metric in METRICS:
-            s = (result["statistics"].get(metric) or {}).get(name)
-            cells.append("n/a" if s is None else f"{_f(s['value'])} [{_f(s['ci'][0])}, {_f(s['ci'][1])}]")
-        stat_rows.append(f"<tr><td>{name}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
-    b = result["bootstrap"]
-    factors = ", ".join(f"{k}={v:g}" for k, v in result["factors"].items()) or "none (the task as built)"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>policy ranking: {e(result['task'])}</title>
-<style>{CSS}</style></head><body>
-<h1>Policy ranking in imagination: {e(result['task'])}</h1>
-<p>Model <code>{e(result['model'])}</code>; {result['episodes']} episodes per policy in each world, {result['steps']}
-steps, the same start states (reset seeds {result['seeds'][0]}..{result['seeds'][-1]}); factors of variation:
-{e(factors)}. Imagined success from: {e(str(result['imagined_success_from']))}.</p>
-<h2>Policies</h2>
-<table><tr><th>policy</th><th>kind</th><th>real success</th><th>imagined success</th><th>real return</th>
-<th>imagined return</th><th>real rank (return)</th><th>imagined rank (return)</th></tr>
-{''.join(rows)}</table>
-<h2>Does imagination rank them as reality does?</h2>
-<table><tr><th>statistic</th><th>success: value [{b['level']:.0%} CI]</th>
-<th>return: value [{b['level']:.0%} CI]</th></tr>
-{''.join(stat_rows)}</table>
-<p class="note">spearman, pearson: correlation of the per-policy means; top1: of the policies best in imagination,
-the share also best in reality; pairwise: the share of policy pairs (ordered in reality) that imagination orders
-the same way, ties counting one half. Intervals: {b['samples']} bootstrap resamples of the episodes (seed
-{b['seed']}); n/a: undefined (every policy scored the same in one of the worlds).</p>
-<figure><img src="scatter.png" alt="imagined against real success and return"></figure>
-<p class="note">Command: <code>{e(result['command'] or '')}</code></p>
-</body></html>
-"""
-

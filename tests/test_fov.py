@@ -14,7 +14,7 @@ import pytest
 from embodied.collect import dataset_spec, record_episode
 from embodied.data import (check_dataset_task, episode_files, episode_path, read_episode, read_episode_header,
                            write_episode)
-from embodied.envs.mujoco_base import check_factor_setting, check_factors, factor_table, parse_fov
+from embodied.envs.factors import check_factor_setting, check_factors, factor_table, parse_fov
 from embodied.envs.registry import TASKS, make_task
 from embodied.errors import UserError
 from embodied.vision import colour_centroid

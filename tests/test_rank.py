@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from embodied.errors import UserError
-from embodied.policies.rank import (bootstrap_ci, pairwise_agreement, parse_policies, parse_policy, pearson,
-                                    ranking_stats, spearman, success_from_objects, top1_agreement)
+from embodied.policies.rank import parse_policies, parse_policy, success_from_objects
+from embodied.policies.rank_stats import (bootstrap_ci, pairwise_agreement, pearson, ranking_stats, spearman,
+                                          top1_agreement)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -219,7 +219,7 @@ def test_missing_and_broken_parts_are_lines_on_the_page_not_errors(run_dir, tmp_
 def test_split_video_undoes_the_training_video_layout(size, windows):
     """split_video must stay the inverse of embodied.evaluate.side_by_side (the layout of videos/step_*.mp4)."""
     from embodied.evaluate import side_by_side
-    from embodied.run_page import VIDEO_SCALE, split_video
+    from embodied.run_pictures import VIDEO_SCALE, split_video
 
     rng = np.random.default_rng(0)
     ctx, real, pred = (rng.integers(0, 256, (windows, t, size, size, 3), dtype=np.uint8) for t in (4, 6, 6))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from embodied.collect import COLLECT_POLICIES, collect
 from embodied.dataset_checks import fov_args
-from embodied.envs.mujoco_base import check_factor_setting, parse_fov
+from embodied.envs.factors import check_factor_setting, parse_fov
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable

@@ -20,7 +20,7 @@ import torch
 
 from embodied.commands import torch_threads
 from embodied.config import add_config_arguments, check_range, load_config
-from embodied.envs.mujoco_base import check_factors, parse_fov
+from embodied.envs.factors import check_factors, parse_fov
 from embodied.envs.registry import canonical_task, make_task, task_class
 from embodied.errors import UserError
 from embodied.io import atomic_write_json, check_writable

@@ -107,7 +107,7 @@ RANK_FLAGS = [
 
 def rank_config_from_args(args):
     """The ranking's config: defaults, then ``--config`` files, flags and ``key=value`` overrides."""
-    from embodied.envs.mujoco_base import parse_fov
+    from embodied.envs.factors import parse_fov
     from embodied.policies.rank import RankConfig
 
     values = {key: getattr(args, f"rank_{key}") for key, _, _ in RANK_FLAGS}

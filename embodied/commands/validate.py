@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from embodied.config import add_config_arguments, check_range, load_config
-from embodied.envs.mujoco_base import check_factors, parse_fov
+from embodied.envs.factors import check_factors, parse_fov
 from embodied.envs.registry import task_class
 from embodied.errors import UserError
 from embodied.io import check_writable

@@ -6,7 +6,8 @@ a pusher whose reward is to stay close to the ball.
 """
 import numpy as np
 
-from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.factors import floor_and_light_factors
 from embodied.envs.tasks.explore import contact_explorer, path_blocker
 
 SUCCESS_RADIUS = 0.08

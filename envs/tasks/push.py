@@ -1,7 +1,8 @@
 """Push: a pusher moves a block onto a goal. The block moves only through contact."""
 import numpy as np
 
-from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.factors import floor_and_light_factors
 from embodied.envs.tasks.explore import contact_explorer, toward
 
 SUCCESS_RADIUS = 0.05

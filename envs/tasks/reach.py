@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec, floor_and_light_factors
+from embodied.envs.mujoco_base import MujocoTaskEnv, ObjectSpec
+from embodied.envs.factors import floor_and_light_factors
 
 SUCCESS_RADIUS = 0.04
 LINKS = (0.14, 0.12)  # upper arm and forearm lengths in reach.xml
