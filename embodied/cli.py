@@ -50,6 +50,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    args.argv = argv  # what the subcommand was given, for the command line a run records
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except ValueError as err:

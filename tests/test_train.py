@@ -237,6 +237,19 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(reach_data, tmp_path)
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
+def test_a_run_started_in_process_records_its_own_command(reach_data, tmp_path):
+    """`embodied demo` calls the command in-process: the run records the train command it was given, not the
+    demo's command line."""
+    from embodied.cli import main
+
+    out = tmp_path / "in_process"
+    argv = ["train", "--config", BASE[0], "--config", BASE[1], f"data={reach_data}", f"out={out}", *TINY,
+            "--no-progress"]
+    assert main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["command"].split() == ["embodied", *argv]
+
+
 def test_torchrun_two_cpu_processes(reach_data, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "embodied.cli",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 
 from embodied.config import add_config_arguments, load_config
 from embodied.errors import UserError
@@ -40,8 +39,7 @@ def run(args) -> int:
               f"{[round(r['recorded_success_rate'], 2) for r in summary['rounds']]})")
         return 0
     launcher = f"torchrun --nproc_per_node={world} -m embodied.cli" if world > 1 else "embodied"
-    command = shlex.join([*launcher.split(), "train", *sys.argv[sys.argv.index("train") + 1:]]) \
-        if "train" in sys.argv else ""
+    command = shlex.join([*launcher.split(), *args.argv])
     m = train(cfg, resume=args.resume, command=command, progress=not args.no_progress)
     if m:
         h = max((int(k.rsplit("_h", 1)[1]) for k in m if k.startswith("heldout.psnr_h")), default=None)
