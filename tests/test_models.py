@@ -288,6 +288,35 @@ def test_slots_find_the_objects_and_learn_their_motion(spec, dataset):
         assert np.all(np.linalg.norm(xy[seen] - slot_px[seen], axis=-1) < 1.5), (obj["name"], xy, slot_px)
 
 
+def test_slots_observe_each_slot_at_the_mean_of_its_pixels(spec, dataset):
+    """observe() against its definition: a slot's position is the mean (x, y) of the pixels whose colour bin
+    the table names it, its weight ramps with that pixel count over the usual size; a slot with no pixel
+    sits at the origin with weight 0. Checked on recorded frames and on a drawn square of known centre."""
+    model = _model("slots", spec)
+    frames = _batch(dataset, b=4, t=6, seed=7)["frames"].flatten(0, 1)
+    k = model.palette.shape[0]
+    label = model.lut[((frames.to(torch.int64) >> 5) * torch.tensor([64, 8, 1])).sum(-1)]          # (N,H,W)
+    one_hot = (label[..., None] == torch.arange(k)).float().flatten(1, 2)                            # (N,HW,K)
+    mass = one_hot.sum(1)
+    want = one_hot.transpose(1, 2) @ model.grid[0] / mass.clamp(min=1)[..., None]
+    c = model.cfg
+    want_weight = ((mass / model.usual_size - c.see_from) / (c.see_full - c.see_from)).clamp(0, 1) * model.active
+    pos, weight = model.observe(frames)
+    assert torch.allclose(pos, want, atol=1e-6) and torch.allclose(weight, want_weight, atol=1e-6)
+
+    s = model.image_size
+    slot = int(torch.argmax(model.active))
+    colour = (model.palette[slot] * 255).round().to(torch.uint8)
+    background = (model.background.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    drawn = background.expand(2, s, s, 3).clone()
+    drawn[0, 10:13, 40:43] = colour                                        # a 3x3 square centred on pixel (41, 11)
+    pos, weight = model.observe(drawn)
+    centre = (torch.tensor([41.5, 11.5]) / s) * 2 - 1                       # pixel centres in [-1, 1]
+    assert torch.allclose(pos[0, slot], centre, atol=1e-6), (pos[0, slot], centre)
+    others = [j for j in range(k) if j != slot]
+    assert torch.all(pos[1] == 0) and torch.all(weight[1] == 0) and torch.all(pos[0, others] == 0)
+
+
 def test_slots_remember_covered_objects_and_place_new_ones_where_seen(spec, dataset):
     """A slot never seen in the window has no belief (origin, still); one first seen mid-window is placed
     where it shows with no velocity spike; encode() takes up to ``memory`` frames, as MPC gives it."""

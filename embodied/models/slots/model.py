@@ -40,7 +40,6 @@ class SlotsWorldModel(ColourPerception, SlotDynamics, SpriteRendering, LearnedWo
         self.register_buffer("usual_size", torch.ones(K))
         self.register_buffer("active", torch.zeros(K))
         self.register_buffer("lut", torch.full((512,), K, dtype=torch.int32))  # colour bin -> slot (K: none)
-        self.register_buffer("slot_ids", torch.arange(K, dtype=torch.int32), persistent=False)
         self.register_buffer("background", torch.full((3, S, S), 0.15))
         self.register_buffer("grid", coord_grid(S).permute(1, 2, 0).reshape(1, S * S, 2), persistent=False)
         self.register_buffer("ident", torch.eye(K), persistent=False)

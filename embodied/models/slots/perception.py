@@ -69,13 +69,20 @@ class ColourPerception:
         """Frames (N,H,W,3) uint8 -> observed positions (N,K,2) and visibility weights (N,K) in [0,1].
 
         Each pixel's colour (8 levels per channel) is looked up in a table that names the palette colour
-        within ``colour_tol`` of it, if any; a slot's position is the mean coordinate of its pixels.
+        within ``colour_tol`` of it, if any; a slot's position is the mean coordinate of its pixels. Only the
+        pixels of some slot (a small share of a frame) are summed, by slot and frame.
         """
-        q = (frames.to(self.lut.device) >> 5).flatten(1, 2).to(torch.int32)                     # (N,HW,3)
-        label = self.lut[(q[..., 0] << 6) | (q[..., 1] << 3) | q[..., 2]]                          # (N,HW)
-        att = (label[..., None] == self.slot_ids).float()                                         # (N,HW,K)
-        mass = att.sum(1)                                                                         # (N,K)
-        pos = att.transpose(1, 2) @ self.grid[0] / mass.clamp(min=1)[..., None]
+        n, h, w, _ = frames.shape
+        k = self.palette.shape[0]
+        q = (frames.to(self.lut.device) >> 5).int()                                      # (N,H,W,3) in 0..7
+        colour_bin = (q[..., 0] << 6) | (q[..., 1] << 3) | q[..., 2]                     # (N,H,W) in 0..511
+        label = self.lut.index_select(0, colour_bin.flatten()).view(n, h, w)            # slot, K: none
+        frame, row, col = (label < k).nonzero(as_tuple=True)
+        cell = frame * k + label[frame, row, col]                                        # (frame, slot) of a pixel
+        mass = torch.bincount(cell, minlength=n * k).view(n, k).float()                  # (N,K) pixels per slot
+        xy = self.grid[0].view(h, w, 2)
+        coords = torch.stack([xy[0, col, 0], xy[row, 0, 1]], -1)                         # each pixel's (x, y)
+        pos = coords.new_zeros(n * k, 2).index_add_(0, cell, coords).view(n, k, 2) / mass.clamp(min=1)[..., None]
         seen = mass / self.usual_size
         c = self.cfg
         weight = ((seen - c.see_from) / (c.see_full - c.see_from)).clamp(0, 1) * self.active
