@@ -74,8 +74,8 @@ class ColourPerception:
         """
         n, h, w, _ = frames.shape
         k = self.palette.shape[0]
-        q = (frames.to(self.lut.device) >> 5).int()                                      # (N,H,W,3) in 0..7
-        colour_bin = (q[..., 0] << 6) | (q[..., 1] << 3) | q[..., 2]                     # (N,H,W) in 0..511
+        q = (frames.to(self.lut.device) >> 5).movedim(-1, 0).contiguous()                # (3,N,H,W) in 0..7
+        colour_bin = ((q[0] << 3) | q[1]).int().bitwise_left_shift_(3).bitwise_or_(q[2])  # (N,H,W) in 0..511
         label = self.lut.index_select(0, colour_bin.flatten()).view(n, h, w)            # slot, K: none
         frame, row, col = (label < k).nonzero(as_tuple=True)
         cell = frame * k + label[frame, row, col]                                        # (frame, slot) of a pixel
