@@ -124,12 +124,13 @@ def check_prior_path(path) -> Path:
 
 def load_prior(path, model: WorldModel) -> PolicyPrior:
     """The prior of a policy folder or SB3 zip, its observations checked against ``model``."""
-    from embodied.policies.rank import load_sb3, parse_policy, sb3_observations  # SB3 loads only for a prior
+    from embodied.policies.rank import parse_policy, sb3_observations  # SB3 loads only for a prior
+    from embodied.policies.sb3_zip import load_sb3_zip
 
     zip_path = check_prior_path(path)
     if model.abilities.simulator_state:
         raise UserError(f"--prior {str(path)!r}: a policy observes a learned model's latent or read-out, which the "
                         "MuJoCo oracle does not have; plan with the model it was trained in (--model RUN_DIR)")
     spec = parse_policy(str(zip_path.resolve()))
-    agent = load_sb3(spec)
+    agent = load_sb3_zip(spec.path, spec.algo)
     return PolicyPrior(agent, sb3_observations(spec, agent, model), label=spec.label, critic=sb3_critic(agent))

@@ -16,10 +16,11 @@ Policies (``--policies``, mixed freely)
     as ``embodied collect`` uses it; in the real task it reads the true state,
     in imagination the model's predicted object positions and proprio (it
     needs a model with those heads). A folder written by ``embodied policy
-    train`` (its ``policy.zip``), or any SB3 zip such as the snapshots of
-    ``--save-every`` (``DIR/snapshots/policy_<steps>_steps.zip``): loaded with
-    SB3's own ``load`` (algorithm and observations from the run's
-    ``policy.json``), acting on the model's latent or read-out vector behind
+    train`` (its ``policy.zip``), or an SB3 SAC or PPO MlpPolicy zip such as the
+    snapshots of ``--save-every`` (``DIR/snapshots/policy_<steps>_steps.zip``):
+    loaded by :func:`embodied.policies.sb3_zip.load_sb3_zip`, which unpickles
+    nothing (algorithm and observations from the run's ``policy.json``),
+    acting on the model's latent or read-out vector behind
     :class:`~embodied.envs.imagined.LatentObservation` in the real task and in
     :class:`~embodied.envs.imagined.ImaginedEnv`, deterministic actions. The
     per-episode random numbers of ``random`` and ``scripted`` are seeded by the
@@ -36,7 +37,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,7 @@ from embodied.load import load_model, resolve_run_dir
 from embodied.policies.imagination import EVAL_SEED_OFFSET, checkpoint_info
 from embodied.policies.rank_page import plot_scatter, rank_html
 from embodied.policies.rank_stats import METRICS, ranking_stats, ranks
+from embodied.policies.sb3_zip import load_sb3_zip
 
 FORMAT = "embodied-rank/1"
 SB3_OBS = ("latent", "readout")
@@ -170,21 +171,6 @@ def parse_policies(items) -> list[PolicySpec]:
             spec.label = f"{spec.label}#{seen[spec.label]}"
         out.append(spec)
     return out
-
-
-def load_sb3(spec: PolicySpec):
-    """The SB3 agent of a zip (SB3's own ``load``; the algorithm from policy.json, else whichever loads it)."""
-    from stable_baselines3 import PPO, SAC
-
-    classes = {"sac": SAC, "ppo": PPO}
-    tries = [classes[spec.algo]] if spec.algo else [SAC, PPO]
-    for cls in tries:
-        try:
-            return cls.load(spec.path, device="cpu")
-        except (ValueError, KeyError, TypeError, AssertionError, RuntimeError, zipfile.BadZipFile):
-            continue
-    raise UserError(f"policy {spec.path}: not an SB3 SAC or PPO zip that loads; pass a policy.zip or a snapshot "
-                    "written by `embodied policy train`")
 
 
 def _vector_dim(model, mode: str) -> int | None:
@@ -368,7 +354,7 @@ def rank_policies(cfg: RankConfig, command: str = "", log=None) -> dict:
     agents, run_dir = {}, Path(str(resolve_run_dir(cfg.model))).resolve()
     for spec in specs:  # load and check every SB3 policy before the long part
         if spec.kind == "sb3":
-            agent = load_sb3(spec)
+            agent = load_sb3_zip(spec.path, spec.algo)
             spec.obs = sb3_observations(spec, agent, model)
             agents[spec.label] = agent
             if log and spec.trained_with and Path(spec.trained_with).resolve() != run_dir:

@@ -412,9 +412,8 @@ def test_short_sb3_run_beats_random_in_imagination(model):
 
 @pytest.mark.slow
 def test_policy_command_writes_policy_json_and_loadable_model(recurrent_run, tmp_path):
-    from stable_baselines3 import SAC
-
     from embodied.cli import main
+    from embodied.policies.sb3_zip import load_sb3_zip
 
     out = tmp_path / "pol"
     assert main(["policy", "train", "--task", "reach", "--model", str(recurrent_run), "--steps", "300",
@@ -424,7 +423,7 @@ def test_policy_command_writes_policy_json_and_loadable_model(recurrent_run, tmp
         assert result[key] is not None, key
     assert result["env_steps_imagined"] >= 300 and result["env_steps_real"] == 0
     assert result["video"] and os.path.exists(result["video"])
-    agent = SAC.load(out / "policy.zip", device="cpu")
+    agent = load_sb3_zip(out / "policy.zip", "sac")
     assert agent.observation_space.shape == ImaginedEnv(str(recurrent_run), obs_mode="readout").observation_space.shape
     assert result["observations"] == "readout"
 
