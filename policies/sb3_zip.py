@@ -27,16 +27,18 @@ import numpy as np
 import torch
 
 from embodied.errors import UserError
+from embodied.policies.agents import ALGOS
 
-ALGOS = ("sac", "ppo")
-ACTIVATIONS = {"Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "ELU": torch.nn.ELU, "LeakyReLU": torch.nn.LeakyReLU,
-               "SiLU": torch.nn.SiLU, "GELU": torch.nn.GELU}
+ACTIVATION_CLASSES = {  # torch activations a PPO policy_kwargs may name, by class name
+    "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "ELU": torch.nn.ELU, "LeakyReLU": torch.nn.LeakyReLU,
+    "SiLU": torch.nn.SiLU, "GELU": torch.nn.GELU}
 SCHEDULES = ("lr_schedule", "learning_rate", "clip_range", "clip_range_vf")
 TRAINING_STATE = ("_last_obs", "_last_original_obs", "_last_episode_starts")  # where training stopped: not to act
 EPISODE_BUFFERS = ("ep_info_buffer", "ep_success_buffer")                     # recent episodes' logs
 
 
-def _classes(algo: str):
+def _algo_class(algo: str):
+    """SB3's SAC or PPO class."""
     from stable_baselines3 import PPO, SAC
 
     return {"sac": SAC, "ppo": PPO}[algo]
@@ -65,7 +67,7 @@ def algo_of(data: dict) -> str | None:
     """sac or ppo: the algorithm whose ``MlpPolicy`` the zip's policy class is; None for any other class."""
     entry = data.get("policy_class")
     for algo in ALGOS:
-        if _pickled(entry) and _is_class(entry, _classes(algo).policy_aliases["MlpPolicy"]):
+        if _pickled(entry) and _is_class(entry, _algo_class(algo).policy_aliases["MlpPolicy"]):
             return algo
     return None
 
@@ -117,8 +119,8 @@ def _policy_kwargs(entry: dict, path: Path) -> dict:
             except (ValueError, SyntaxError):
                 raise UserError(f"policy {path}: its net_arch {text!r} cannot be read without unpickling") from None
         elif key == "activation_fn" and (m := re.fullmatch(r"<class 'torch\.nn\.modules\.activation\.(\w+)'>",
-                                                             str(text))) and m.group(1) in ACTIVATIONS:
-            out[key] = ACTIVATIONS[m.group(1)]
+                                                             str(text))) and m.group(1) in ACTIVATION_CLASSES:
+            out[key] = ACTIVATION_CLASSES[m.group(1)]
         else:
             raise UserError(f"policy {path}: its policy_kwargs hold {key}={text!r}, which embodied does not rebuild "
                             "without unpickling; train the policy with `embodied policy train`")
@@ -130,7 +132,7 @@ def custom_objects(data: dict, algo: str, path: Path) -> dict:
     from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
     from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
-    policy = _classes(algo).policy_aliases["MlpPolicy"]
+    policy = _algo_class(algo).policy_aliases["MlpPolicy"]
     out = {}
     for key, entry in data.items():
         if not _pickled(entry):
@@ -172,7 +174,7 @@ def load_sb3_zip(path, algo: str | None = None):
         raise UserError(f"policy {path}: not an SB3 {algo.upper() if algo else 'SAC or PPO'} MlpPolicy zip; pass a "
                         "policy.zip or a snapshot written by `embodied policy train`")
     try:
-        return _classes(found).load(path, device="cpu", custom_objects=custom_objects(data, found, path))
+        return _algo_class(found).load(path, device="cpu", custom_objects=custom_objects(data, found, path))
     except (ValueError, KeyError, TypeError, AssertionError, RuntimeError, zipfile.BadZipFile) as err:
         raise UserError(f"policy {path}: the SB3 {found.upper()} zip does not load ({type(err).__name__}: {err}); "
                         "pass a policy.zip or a snapshot written by `embodied policy train`") from None
