@@ -66,14 +66,15 @@ def plot_curve(path: Path, title: str, curve: dict, labels: dict | None = None) 
         ax.plot(x[:len(y)], y, label=(labels or {}).get(who, who), **STYLE.get(who, {}))
     ax.set_xlabel("horizon (steps)")
     ax.set_ylabel(curve.get("ylabel", ""), fontsize=8)
-    return _save_figure(plt, fig, ax, path, title)
+    return save_figure(plt, fig, path, [(ax, title)])
 
 
-def _save_figure(plt, fig, ax, path: Path, title: str) -> Path:
-    """Title, grid and legend, then write the figure to path and free it."""
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+def save_figure(plt, fig, path: Path, titles) -> Path:
+    """Title, grid and legend on each (axis, title) of ``titles``, then write the figure to path and free it."""
+    for ax, title in titles:
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -89,7 +90,7 @@ def plot_scatter(path: Path, title: str, scatter: dict) -> Path:
         ax.scatter(d["true"], d["pred"], s=14, label=who, color=STYLE.get(who, {}).get("color"), alpha=0.8)
     ax.set_xlabel("true return (MuJoCo)")
     ax.set_ylabel("predicted return")
-    return _save_figure(plt, fig, ax, path, title)
+    return save_figure(plt, fig, path, [(ax, title)])
 
 
 def triptych(real: np.ndarray, pred: np.ndarray, scale: int = 3) -> np.ndarray:

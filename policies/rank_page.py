@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from embodied.policies.rank_stats import METRICS, STATISTICS
+from embodied.report import _plt, save_figure
 
 
 def plot_scatter(path: Path, rows: list[dict]) -> Path:
     """scatter.png: imagined against real success rate and return, one labelled point per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     panels = [m for m in METRICS if all(r["imagined"][f"{m}_rate" if m == "success" else f"{m}_mean"] is not None
                                         for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), dpi=100, squeeze=False)
@@ -34,14 +31,7 @@ def plot_scatter(path: Path, rows: list[dict]) -> Path:
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls=":", color="gray", label="imagined = real")
         ax.set_xlabel(f"real {metric}")
         ax.set_ylabel(f"imagined {metric}")
-        ax.set_title(f"{metric}: one point per policy", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, [(ax, f"{m}: one point per policy") for ax, m in zip(axes[0], panels)])
 
 
 CSS = """
