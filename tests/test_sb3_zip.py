@@ -72,6 +72,22 @@ def _rewrite(path: Path, out: Path, edit) -> Path:
     return out
 
 
+def _payload(tmp_path: Path) -> tuple[str, Path]:
+    """A pickled payload as SB3 stores one (base64), and the file it creates if it is ever unpickled."""
+    marker = tmp_path / "ran"
+    return base64.b64encode(pickle.dumps(Payload(marker))).decode(), marker
+
+
+def _with_gift(path: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the zip with one more pickled entry (a payload) that no SB3 agent has."""
+    blob, marker = _payload(tmp_path)
+
+    def add_entry(data):
+        data["gift"] = {":type:": "<class 'object'>", ":serialized:": blob}
+
+    return _rewrite(path, tmp_path / "gift.zip", add_entry), marker
+
+
 @pytest.mark.parametrize("algo,ppo", [("sac", {}), ("ppo", {}), ("ppo", {"activation": "relu"})])
 def test_a_saved_agent_acts_the_same_after_loading(tmp_path, algo, ppo):
     path, agent = _saved(tmp_path, algo, **ppo)
@@ -89,20 +105,16 @@ def test_a_pickled_payload_is_never_run(tmp_path):
     """A zip whose observation space is a payload loads from the recorded shape, and the payload never runs;
     a pickled entry embodied does not know is refused in one line, still without running it."""
     path, _ = _saved(tmp_path, "sac")
-    marker = tmp_path / "ran"
-    blob = base64.b64encode(pickle.dumps(Payload(marker))).decode()
+    blob, marker = _payload(tmp_path)
 
     def swap_space(data):
         data["observation_space"][":serialized:"] = blob
 
     loaded = load_sb3_zip(_rewrite(path, tmp_path / "space.zip", swap_space))
     assert loaded.observation_space.shape == (12,) and not marker.exists()
-
-    def add_entry(data):
-        data["gift"] = {":type:": "<class 'object'>", ":serialized:": blob}
-
+    gift, _ = _with_gift(path, tmp_path)
     with pytest.raises(UserError, match="gift is a pickled .* does not unpickle"):
-        load_sb3_zip(_rewrite(path, tmp_path / "gift.zip", add_entry))
+        load_sb3_zip(gift)
     assert not marker.exists()
 
 
@@ -124,3 +136,16 @@ def test_what_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not an SB3 zip"):
         load_sb3_zip(tmp_path / "junk.zip")
+
+
+def test_planning_with_such_a_zip_as_prior_stops_in_one_line(tmp_path, capsys):
+    """`embodied plan --prior` with a zip holding an unknown pickled entry: exit 2, one line naming the zip, the
+    payload never run."""
+    from embodied.cli import main
+
+    gift, marker = _with_gift(_saved(tmp_path, "sac")[0], tmp_path)
+    code = main(["plan", "--task", "reach", "--model", "reach", "--prior", str(gift), "--episodes", "1",
+                 "--out", str(tmp_path / "plan"), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert str(gift) in lines[0] and "does not unpickle" in lines[0] and not marker.exists()
