@@ -48,10 +48,13 @@ def read_data(path: Path) -> dict:
     """The zip's ``data`` entry as JSON, read without SB3; a one-line UserError when it is not there."""
     try:
         with zipfile.ZipFile(path) as z:
-            return json.loads(z.read("data"))
+            data = json.loads(z.read("data"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"policy {path}: not an SB3 zip ({type(err).__name__}: {err}); pass a policy.zip or a "
-                        "snapshot written by `embodied policy train`") from None
+        data = f"{type(err).__name__}: {err}"
+    if not isinstance(data, dict):
+        raise UserError(f"policy {path}: not an SB3 zip ({str(data)[:200]}); pass a policy.zip or a snapshot "
+                        "written by `embodied policy train`")
+    return data
 
 
 def _pickled(entry) -> bool:

@@ -136,6 +136,10 @@ def test_what_cannot_be_rebuilt_is_refused_in_one_line(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not an SB3 zip"):
         load_sb3_zip(tmp_path / "junk.zip")
+    with zipfile.ZipFile(tmp_path / "list.zip", "w") as z:
+        z.writestr("data", "[1, 2]")
+    with pytest.raises(UserError, match="not an SB3 zip"):
+        load_sb3_zip(tmp_path / "list.zip")
 
 
 def test_planning_with_such_a_zip_as_prior_stops_in_one_line(tmp_path, capsys):
