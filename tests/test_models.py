@@ -315,6 +315,8 @@ def test_slots_observe_each_slot_at_the_mean_of_its_pixels(spec, dataset):
     assert torch.allclose(pos[0, slot], centre, atol=1e-6), (pos[0, slot], centre)
     others = [j for j in range(k) if j != slot]
     assert torch.all(pos[1] == 0) and torch.all(weight[1] == 0) and torch.all(pos[0, others] == 0)
+    pos, weight = model.observe(drawn[:0])                                  # no frames: empty, not an error
+    assert pos.shape == (0, k, 2) and weight.shape == (0, k)
 
 
 def test_slots_remember_covered_objects_and_place_new_ones_where_seen(spec, dataset):
