@@ -8,6 +8,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 ALGOS = ("sac", "ppo")
+ALGO_CLASSES = {"sac": SAC, "ppo": PPO}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 

@@ -24,24 +24,14 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from embodied.errors import UserError
-from embodied.policies.agents import ALGOS
+from embodied.policies.agents import ACTIVATIONS, ALGO_CLASSES, ALGOS
 
-ACTIVATION_CLASSES = {  # torch activations a PPO policy_kwargs may name, by class name
-    "Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "ELU": torch.nn.ELU, "LeakyReLU": torch.nn.LeakyReLU,
-    "SiLU": torch.nn.SiLU, "GELU": torch.nn.GELU}
+ACTIVATION_CLASSES = {cls.__name__: cls for cls in ACTIVATIONS.values()}  # the ones `policy train` uses, by name
 SCHEDULES = ("lr_schedule", "learning_rate", "clip_range", "clip_range_vf")
 TRAINING_STATE = ("_last_obs", "_last_original_obs", "_last_episode_starts")  # where training stopped: not to act
 EPISODE_BUFFERS = ("ep_info_buffer", "ep_success_buffer")                     # recent episodes' logs
-
-
-def _algo_class(algo: str):
-    """SB3's SAC or PPO class."""
-    from stable_baselines3 import PPO, SAC
-
-    return {"sac": SAC, "ppo": PPO}[algo]
 
 
 def read_data(path: Path) -> dict:
@@ -70,7 +60,7 @@ def algo_of(data: dict) -> str | None:
     """sac or ppo: the algorithm whose ``MlpPolicy`` the zip's policy class is; None for any other class."""
     entry = data.get("policy_class")
     for algo in ALGOS:
-        if _pickled(entry) and _is_class(entry, _algo_class(algo).policy_aliases["MlpPolicy"]):
+        if _pickled(entry) and _is_class(entry, ALGO_CLASSES[algo].policy_aliases["MlpPolicy"]):
             return algo
     return None
 
@@ -135,7 +125,7 @@ def custom_objects(data: dict, algo: str, path: Path) -> dict:
     from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
     from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
-    policy = _algo_class(algo).policy_aliases["MlpPolicy"]
+    policy = ALGO_CLASSES[algo].policy_aliases["MlpPolicy"]
     out = {}
     for key, entry in data.items():
         if not _pickled(entry):
@@ -176,8 +166,9 @@ def load_sb3_zip(path, algo: str | None = None):
     if found is None or (algo and algo != found):
         raise UserError(f"policy {path}: not an SB3 {algo.upper() if algo else 'SAC or PPO'} MlpPolicy zip; pass a "
                         "policy.zip or a snapshot written by `embodied policy train`")
+    replacements = custom_objects(data, found, path)
     try:
-        return _algo_class(found).load(path, device="cpu", custom_objects=custom_objects(data, found, path))
+        return ALGO_CLASSES[found].load(path, device="cpu", custom_objects=replacements)
     except (ValueError, KeyError, TypeError, AssertionError, RuntimeError, zipfile.BadZipFile) as err:
         raise UserError(f"policy {path}: the SB3 {found.upper()} zip does not load ({type(err).__name__}: {err}); "
                         "pass a policy.zip or a snapshot written by `embodied policy train`") from None
