@@ -124,7 +124,7 @@ def check_prior_path(path) -> Path:
 
 def load_prior(path, model: WorldModel) -> PolicyPrior:
     """The prior of a policy folder or SB3 zip, its observations checked against ``model``."""
-    from embodied.policies.rank import parse_policy, sb3_observations  # SB3 loads only for a prior
+    from embodied.policies.policy_spec import parse_policy, sb3_observations  # SB3 loads only for a prior
     from embodied.policies.sb3_zip import load_sb3_zip
 
     zip_path = check_prior_path(path)

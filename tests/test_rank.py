@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from embodied.errors import UserError
-from embodied.policies.rank import parse_policies, parse_policy, success_from_objects
+from embodied.policies.policy_spec import parse_policies, parse_policy
+from embodied.policies.rank import success_from_objects
 from embodied.policies.rank_stats import (bootstrap_ci, pairwise_agreement, pearson, ranking_stats, spearman,
                                           top1_agreement)
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from embodied.io import check_writable
-from embodied.lerobot import export_lerobot
+from embodied.lerobot_export import export_lerobot
 
 
 def add_arguments(parser) -> None:

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from embodied.io import check_writable
-from embodied.lerobot import IMAGE_KEY, import_lerobot
+from embodied.lerobot import IMAGE_KEY
+from embodied.lerobot_import import import_lerobot
 
 
 def add_arguments(parser) -> None:
