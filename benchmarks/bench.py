@@ -160,7 +160,7 @@ def _fitted_model(arch: str, task: str):
 
     from embodied.collect import collect
     from embodied.config import load_config
-    from embodied.data import Dataset, WindowSampler
+    from embodied.dataset import Dataset, WindowSampler
     from embodied.models import build_model
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{task}_{arch}.yaml", [])

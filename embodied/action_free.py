@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from embodied.config import Config
-from embodied.data import Dataset, WindowSampler
+from embodied.dataset import Dataset, WindowSampler
 from embodied.errors import UserError
 from embodied.models import WRAPPERS
 from embodied.models.latent_actions import LABELLED, LatentActionWorldModel, latent_probe

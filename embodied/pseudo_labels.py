@@ -31,7 +31,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from embodied.config import PseudoLabelsConfig
-from embodied.data import Dataset, Episode
+from embodied.dataset import Dataset, Episode
 from embodied.errors import UserError
 from embodied.io import atomic_write_bytes, atomic_write_json
 from embodied.models.codec import frames_to_float, mlp

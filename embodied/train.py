@@ -37,7 +37,7 @@ import torch
 from embodied import checkpoint
 from embodied.action_free import batches, model_config, phase_start, recipe, recipe_metrics
 from embodied.config import Config
-from embodied.data import Dataset
+from embodied.dataset import Dataset
 from embodied.io import atomic_write_json
 from embodied.errors import UserError
 from embodied.pseudo_labels import LabelRefiner, label_unlabelled

@@ -240,7 +240,7 @@ def _load_model(spec, task="reach"):
 
 
 def _dataset(path):
-    from embodied.data import Dataset
+    from embodied.dataset import Dataset
 
     return Dataset(path)
 

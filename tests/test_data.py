@@ -15,7 +15,8 @@ import pytest
 
 from embodied.cli import main as cli
 from embodied.collect import collect, record_episode
-from embodied.data import Dataset, WindowSampler, episode_files, episode_path, read_episode, write_episode
+from embodied.data import episode_files, episode_path, read_episode, write_episode
+from embodied.dataset import Dataset, WindowSampler
 from embodied.envs import make_task
 from embodied.errors import UserError
 

@@ -51,7 +51,8 @@ def reach_data(tmp_path_factory):
 
 def _save_run(arch: str, data, out):
     from embodied import checkpoint
-    from embodied.data import Dataset, WindowSampler, read_manifest
+    from embodied.data import read_manifest
+    from embodied.dataset import Dataset, WindowSampler
     from embodied.models import build_model
 
     man = read_manifest(data)
@@ -187,7 +188,7 @@ def test_defaults_and_determinism(model):
 
 
 def test_reset_from_given_context_and_live_env(model, reach_data):
-    from embodied.data import Dataset
+    from embodied.dataset import Dataset
 
     ep = Dataset(reach_data, "reach").episodes[0]
     frames, actions, proprio = ep.frames[:6].numpy(), ep.actions[:5].numpy(), ep.proprio[:6].numpy()

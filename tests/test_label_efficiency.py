@@ -28,8 +28,8 @@ from embodied import checkpoint
 from embodied.action_free import batches, model_config
 from embodied.collect import collect
 from embodied.config import PseudoLabelsConfig, load_config
-from embodied.data import (Dataset, WindowSampler, episode_files, labelled_subset, read_episode,
-                           read_episode_header, write_episode)
+from embodied.data import episode_files, labelled_subset, read_episode, read_episode_header, write_episode
+from embodied.dataset import Dataset, WindowSampler
 from embodied.envs.imagined import ImaginedEnv
 from embodied.errors import UserError
 from embodied.load import load_model

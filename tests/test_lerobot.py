@@ -15,7 +15,8 @@ import pytest
 
 from embodied.cli import main
 from embodied.collect import collect
-from embodied.data import Dataset, episode_files, read_episode
+from embodied.data import episode_files, read_episode
+from embodied.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/data/lerobot_small"

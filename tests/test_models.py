@@ -16,7 +16,8 @@ import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from embodied.data import Dataset, WindowSampler  # noqa: E402
+from embodied.dataset import WindowSampler  # noqa: E402
+from embodied.dataset import Dataset
 from embodied.models import MODELS, build_model  # noqa: E402
 from embodied.models.base import cat_states, index_state, repeat_state, state_batch  # noqa: E402
 

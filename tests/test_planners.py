@@ -470,7 +470,7 @@ def test_plan_command_takes_a_config_and_overrides(tmp_path, capsys):
 def test_plan_record_adds_real_episodes_to_a_dataset(tmp_path):
     """--record: each real MPC episode lands in a dataset that trains like a collected one; seeds never clash."""
     from embodied.cli import main
-    from embodied.data import Dataset
+    from embodied.dataset import Dataset
 
     data = tmp_path / "data"
     args = ["plan", "--task", "reach", "--model", "mujoco", "--episodes", "2", "--max-steps", "5", "--horizon", "4",

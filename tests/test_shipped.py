@@ -23,7 +23,8 @@ from embodied import shipped
 from embodied.cli import main
 from embodied.collect import collect
 from embodied.config import load_config
-from embodied.data import Dataset, manifest_fingerprint
+from embodied.data import manifest_fingerprint
+from embodied.dataset import Dataset
 from embodied.errors import UserError
 from embodied.load import load_model
 from embodied.train import train

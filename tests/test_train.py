@@ -14,7 +14,7 @@ import torch
 from embodied import checkpoint
 from embodied.collect import collect
 from embodied.config import load_config
-from embodied.data import Dataset, WindowSampler
+from embodied.dataset import Dataset, WindowSampler
 from embodied.errors import UserError
 from embodied.evaluate import evaluate, heldout_windows
 from embodied.models import MODELS, build_model

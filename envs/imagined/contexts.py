@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from embodied.checkpoint import read_config
-from embodied.data import Dataset
+from embodied.dataset import Dataset
 from embodied.envs.context import pad_window, split_obs
 from embodied.errors import UserError
 
