@@ -22,7 +22,6 @@ nothing is loaded from the network. With ``out`` outside the run folder, the pic
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import re
@@ -36,9 +35,8 @@ from embodied.errors import UserError
 from embodied.io import atomic_write_bytes, atomic_write_json
 from embodied.report import CSS, _fmt
 from embodied.run_pictures import CURVES_VERSION, plot_training, video_pictures
+from embodied.run_results import PAGE_DIR, find_results, is_run_folder, read_json, read_scalars, same_path
 
-PAGE_DIR = "page"
-SKIP_DIRS = {"tb", "videos", PAGE_DIR, "rounds"}
 METRIC_NAMES = {"psnr": ("PSNR", "dB", True), "ssim": ("SSIM", "", True),  # (label, unit, higher is better)
                 "body_err": ("body position error", "px", False)}
 
@@ -54,45 +52,6 @@ nav a{margin-right:1em}section{margin-top:2em;border-top:1px solid #ddd}
 """
 
 
-# ---------------------------------------------------------------------------------------------- reading
-
-def is_run_folder(path: Path) -> bool:
-    """A folder made by `embodied train`: it holds a checkpoint (config.json) or held-out metrics."""
-    path = Path(path)
-    return path.is_dir() and ((path / "config.json").is_file() or (path / "metrics.json").is_file())
-
-
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
-    """(content, None), or (None, why) for a missing or unreadable file: the page says so, never fails."""
-    try:
-        obj = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as err:
-        return None, f"{path.name} could not be read ({type(err).__name__}: {err})"
-    return (obj, None) if isinstance(obj, dict) else (None, f"{path.name} is not a JSON object")
-
-
-def read_scalars(tb_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
-    """Every TensorBoard scalar under ``tb_dir`` as tag -> (steps, values), one value per step.
-
-    ``train/loss`` is logged twice per step by `embodied train` (the all-reduced loss, then the
-    model's own log of it); the first value of a step is kept.
-    """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    out = {}
-    for tag in acc.Tags().get("scalars", []):
-        seen: dict[int, float] = {}
-        for e in acc.Scalars(tag):
-            seen.setdefault(int(e.step), float(e.value))
-        steps = sorted(seen)
-        out[tag] = (steps, [seen[s] for s in steps])
-    return out
-
-
 def _heldout_rows(metrics: dict) -> list[tuple[str, int, float | None, float | None]]:
     """(metric, horizon, model, copy_last) for every held-out metric that has a copy-last twin."""
     rows = []
@@ -102,45 +61,6 @@ def _heldout_rows(metrics: dict) -> list[tuple[str, int, float | None, float | N
             rows.append((m.group(1), int(m.group(2)), value, metrics[f"heldout.copy_last_{m.group(1)}_h{m.group(2)}"]))
     order = list(METRIC_NAMES)
     return sorted(rows, key=lambda r: (order.index(r[0]) if r[0] in order else len(order), r[0], r[1]))
-
-
-def _same_path(a, b: Path) -> bool:
-    try:
-        return Path(a).resolve() == b.resolve()
-    except (OSError, TypeError, ValueError):
-        return False
-
-
-def find_results(run_dir: Path, filename: str) -> list[tuple[Path, dict]]:
-    """Every readable ``filename`` (plan.json, validation.json) in the places a run's results are kept."""
-    run_dir = Path(run_dir)
-    candidates = [run_dir / filename]
-    for sub in sorted(p for p in _subdirs(run_dir) if p.name not in SKIP_DIRS):
-        candidates += [sub / filename] + [s / filename for s in _subdirs(sub)]
-    parent = run_dir.resolve().parent
-    candidates += [s / filename for s in _subdirs(parent)]
-    candidates += [s / filename for s in _subdirs(parent / "plan")]
-    candidates += [s / filename for s in _subdirs(Path("runs") / "plan")]
-    found, seen = [], set()
-    for path in candidates:
-        try:
-            key = path.resolve()
-            if key in seen or not path.is_file():
-                continue
-        except OSError:
-            continue
-        seen.add(key)
-        obj, _ = _read_json(path)
-        if obj is not None:
-            found.append((path, obj))
-    return found
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        return sorted(p for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return []
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -225,7 +145,7 @@ def _curves_section(run_dir: Path, assets: Path, page: _Page, resume_cmd: str) -
     # the plots are redrawn only when the event files changed (a refresh of a finished run's page is quick)
     signature = [CURVES_VERSION] + [[e.relative_to(tb).as_posix(), e.stat().st_size, e.stat().st_mtime_ns]
                                     for e in events]
-    cached, _ = _read_json(assets / "curves.json")
+    cached, _ = read_json(assets / "curves.json")
     if cached and cached.get("signature") == signature and all((assets / f).is_file() for f, _ in cached["plots"]):
         plots, n = [(assets / f, c) for f, c in cached["plots"]], cached["steps"]
     else:
@@ -319,7 +239,7 @@ def _plan_section(run_dir: Path, task, page: _Page) -> str:
     make_oracle = (f"embodied plan --task {task} --model mujoco --planner cem --episodes 10 "
                    f"--out {shlex.quote(str(run_dir / 'plan_mujoco_cem'))}")
     results = find_results(run_dir, "plan.json")
-    ours = [(p, r) for p, r in results if not r.get("oracle") and _same_path(r.get("model", ""), run_dir)]
+    ours = [(p, r) for p, r in results if not r.get("oracle") and same_path(r.get("model", ""), run_dir)]
     oracles = []
     if results and task:
         key = _task_key(task)
@@ -373,7 +293,7 @@ def _validation_section(run_dir: Path, task, step, page: _Page) -> str:
     make = (f"embodied validate --task {task} --model {shlex.quote(str(run_dir))} --preset quick "
             f"--out {shlex.quote(str(run_dir / 'validation'))}")
     found = [(p, v) for p, v in find_results(run_dir, "validation.json") if isinstance(v.get("probes"), dict)
-             and _same_path((v.get("checkpoint") or {}).get("run_dir", ""), run_dir)]
+             and same_path((v.get("checkpoint") or {}).get("run_dir", ""), run_dir)]
     if not found:
         return page.not_run("validation probes", make)
     found.sort(key=lambda pv: str(pv[1].get("created", "")), reverse=True)
@@ -423,8 +343,8 @@ def write_run_page(run_dir, out=None) -> Path:
     assets = run_dir / PAGE_DIR if inside else out.parent / f"{out.stem}_files"
     page = _Page(out)
 
-    cfg, cfg_err = _read_json(run_dir / "config.json")
-    metrics, m_err = _read_json(run_dir / "metrics.json")
+    cfg, cfg_err = read_json(run_dir / "config.json")
+    metrics, m_err = read_json(run_dir / "metrics.json")
     notes = [e for e in (cfg_err, m_err) if e]
     m, c = metrics or {}, cfg or {}
     run_cfg = c.get("run_config") or {}
